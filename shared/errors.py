@@ -1,0 +1,145 @@
+"""The one error tree: each class declares its wire code, HTTP status and recoverability.
+
+The seed's list of codes is closed, so transport-level failures (401, 404, 413, …) reuse
+`validation_error` and the HTTP status tells them apart (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+ErrorCode = Literal[
+    "card_declined",
+    "expired_card",
+    "incorrect_cvc",
+    "insufficient_funds",
+    "processing_error",
+    "network_error",
+    "session_expired",
+    "validation_error",
+    "origin_not_allowed",
+    "rate_limited",
+    "challenge_required",
+    "challenge_failed",
+    "duplicate_payment",
+    "already_confirmed",
+    "insufficient_scope",
+]
+
+
+class ServiceError(Exception):
+    """Base of every error that reaches a client as the envelope."""
+
+    code: ClassVar[ErrorCode] = "processing_error"
+    status: ClassVar[int] = 500
+    recoverable: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ValidationFailed(ServiceError):
+    """Raised when input is malformed or breaks a rule; the message names the field."""
+
+    code = "validation_error"
+    status = 400
+    recoverable = False
+
+
+class SemanticValidationFailed(ValidationFailed):
+    """Raised when the body parsed but its content is inconsistent (e.g. item totals)."""
+
+    status = 422
+
+
+class NotAuthenticated(ValidationFailed):
+    """Raised when a credential is missing, malformed, expired or fails verification."""
+
+    status = 401
+
+
+class NotFound(ValidationFailed):
+    """Raised for an unknown resource, including another account's (never tells them apart)."""
+
+    status = 404
+
+
+class PayloadTooLarge(ValidationFailed):
+    """Raised when a request body exceeds the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(ValidationFailed):
+    """Raised when a body is not JSON."""
+
+    status = 415
+
+
+class MethodNotAllowed(ValidationFailed):
+    """Raised when a route exists but not for this method."""
+
+    status = 405
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """Raised when an Idempotency-Key is reused with a different request."""
+
+    status = 422
+
+
+class IdempotencyInFlight(ValidationFailed):
+    """Raised when the first request with an Idempotency-Key is still running."""
+
+    status = 409
+    recoverable = True
+
+
+class InsufficientScope(ServiceError):
+    """Raised when a valid credential lacks the right (other account, wallet scope, group)."""
+
+    code = "insufficient_scope"
+    status = 403
+    recoverable = False
+
+
+class AlreadyConfirmed(ServiceError):
+    """Raised when a completed session is asked to change."""
+
+    code = "already_confirmed"
+    status = 409
+    recoverable = False
+
+
+class SessionExpired(ServiceError):
+    """Raised when an expired session is asked to change, or its client secret is used."""
+
+    code = "session_expired"
+    status = 410
+    recoverable = False
+
+
+class RateLimited(ServiceError):
+    """Raised when a caller exceeds a rate limit; carries Retry-After."""
+
+    code = "rate_limited"
+    status = 429
+    recoverable = True
+
+
+class StoreUnavailable(ServiceError):
+    """Raised when Redis cannot be reached or times out; the request changed nothing."""
+
+    code = "network_error"
+    status = 503
+    recoverable = True
+
+
+class InternalError(ServiceError):
+    """Raised for a fault of ours; logged with the request id, never with details out."""
+
+    code = "processing_error"
+    status = 500
+    recoverable = True
