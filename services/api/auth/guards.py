@@ -1,0 +1,30 @@
+"""Route guards: the admin JWT + X-Payment-Account-Uid pair for the merchant endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from services.api.auth.admin import AdminPrincipal
+from services.api.middleware import bind_log_context
+
+ACCOUNT_HEADER = "x-payment-account-uid"
+
+
+async def require_admin(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Authenticate before the body is even parsed, so 401/403 win over 400."""
+    services = connection.app.state.services
+    principal = await services.admin_auth.authenticate(
+        connection.headers.get("authorization"), connection.headers.get(ACCOUNT_HEADER)
+    )
+    connection.state.principal = principal
+    bind_log_context(account_uid=principal.account_uid)
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminPrincipal:
+    principal: AdminPrincipal = connection.state.principal
+    return principal

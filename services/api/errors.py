@@ -1,0 +1,118 @@
+"""Every failure leaves as `{code, message, recoverable, request_id}` with the right status."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.errors import ErrorCode, ServiceError
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    code: ErrorCode
+    message: str
+    recoverable: bool
+    request_id: str
+
+
+_GENERIC_MESSAGES = {
+    400: "The request is malformed",
+    401: "Missing or invalid credential",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed on this path",
+    413: "Request body too large",
+    415: "Content-Type must be application/json",
+}
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): ")
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def _render(
+    request: Request[Any, Any, Any],
+    code: ErrorCode,
+    status: int,
+    message: str,
+    recoverable: bool,
+    retry_after: int | None = None,
+) -> Response[ErrorEnvelope]:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    envelope = ErrorEnvelope(
+        code=code, message=message, recoverable=recoverable, request_id=request_id_of(request)
+    )
+    return Response(envelope, status_code=status, headers=headers)
+
+
+def _field_message(item: dict[str, Any]) -> str:
+    """`branding.accent_color: Expected ...` from msgspec's message and Litestar's key."""
+    key = str(item.get("key") or "")
+    message = str(item.get("message") or "invalid value")
+    if key in ("", "data"):
+        return message
+    nested = _FIELD_PREFIX.match(message)
+    if nested:  # a __post_init__ rule that names a field inside `key`
+        return f"{key}.{nested.group(1)}: {message[nested.end():]}"
+    return f"{key}: {message}"
+
+
+def service_error_handler(
+    request: Request[Any, Any, Any], exc: ServiceError
+) -> Response[ErrorEnvelope]:
+    return _render(request, exc.code, exc.status, exc.message, exc.recoverable, exc.retry_after)
+
+
+def validation_handler(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[ErrorEnvelope]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    messages = [_field_message(item) for item in extra if isinstance(item, dict)]
+    message = "; ".join(messages) if messages else _GENERIC_MESSAGES[400]
+    return _render(request, "validation_error", 400, message, False)
+
+
+def http_error_handler(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[ErrorEnvelope]:
+    status = exc.status_code
+    if status >= 500:
+        return unexpected_error_handler(request, exc)
+    # A bare 400 from the framework is a body it could not parse (bad fields are
+    # ValidationException, handled above).
+    message = (
+        "The request body is not valid JSON"
+        if status == 400
+        else _GENERIC_MESSAGES.get(status, "The request cannot be served")
+    )
+    return _render(request, "validation_error", status, message, False)
+
+
+def unexpected_error_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorEnvelope]:
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        log.warning("redis.unavailable", error=type(exc).__name__)
+        return _render(
+            request, "network_error", 503, "The service is briefly unavailable; retry", True, 1
+        )
+    log.exception("request.unhandled", error=type(exc).__name__)
+    return _render(request, "processing_error", 500, "Internal error; retry later", True)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ServiceError: service_error_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

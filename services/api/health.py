@@ -1,0 +1,26 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import Response
+
+from services.api.lifespan import app_services
+
+
+@get("/healthz", include_in_schema=False, sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@get("/readyz", include_in_schema=False)
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """Redis answers: the process can serve."""
+    try:
+        await app_services(request).redis.ping()
+    except Exception:
+        return Response({"status": "unavailable"}, status_code=503)
+    return Response({"status": "ok"})

@@ -1,0 +1,66 @@
+"""Request id, log context and one canonical log line per request (pure ASGI, cheap)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.ids import new_request_id
+
+log = structlog.get_logger("request")
+_INCOMING_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+
+
+def request_context_middleware(app: ASGIApp) -> ASGIApp:
+    """Binds a request id (echoed as X-Request-Id) and logs one line when the response ends."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _INCOMING_ID.match(incoming) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id  # type: ignore[typeddict-item]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers  # type: ignore[typeddict-unknown-key]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.clear_contextvars()
+
+    return middleware
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def bind_log_context(**values: Any) -> None:
+    """Add fields to the request's canonical line (and every line after it)."""
+    structlog.contextvars.bind_contextvars(**values)

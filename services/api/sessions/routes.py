@@ -1,0 +1,198 @@
+"""Merchant (server-side) session endpoints. Thin: parse, authorise, call the service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.response import Response
+
+from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.errors import ErrorEnvelope
+from services.api.lifespan import app_services
+from services.api.middleware import bind_log_context
+from services.api.sessions.schemas import (
+    CreatedSession,
+    CreateSessionParams,
+    SessionList,
+    SessionView,
+    UpdateSessionParams,
+)
+from shared.errors import ServiceError
+from shared.idempotency.service import Claim, Replay, request_fingerprint
+from shared.ids import partition_of_account
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def _errors(**codes: str) -> dict[int, ResponseSpec]:
+    """OpenAPI error responses: status -> which codes answer with it."""
+    common = {
+        "400": "validation_error: malformed input or header (the message names the field)",
+        "401": "validation_error: missing or invalid admin token",
+        "403": "insufficient_scope: the token may not act on this account",
+        "503": "network_error: the store is briefly unavailable (recoverable)",
+    }
+    common.update({k.removeprefix("s"): v for k, v in codes.items()})
+    return {
+        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
+        for status, text in common.items()
+    }
+
+
+async def _idempotent(
+    request: AnyRequest,
+    status: int,
+    run: Callable[[Claim | None], Awaitable[msgspec.Struct]],
+    *,
+    stores_itself: bool = False,
+) -> Response[Any]:
+    """Run a POST under its Idempotency-Key (when sent): replay, refuse, or run and record."""
+    idem_key = request.headers.get("idempotency-key")
+    if idem_key is None:
+        return Response(await run(None), status_code=status)
+    principal = principal_of(request)
+    services = app_services(request)
+    begun = await services.idempotency.begin(
+        partition_of_account(principal.account_uid),
+        principal.account_uid,
+        idem_key,
+        request_fingerprint(request.method, request.url.path, await request.body()),
+    )
+    if isinstance(begun, Replay):
+        bind_log_context(idempotent_replay=True)
+        return Response(msgspec.json.decode(begun.body), status_code=begun.status)
+    try:
+        result = await run(begun)
+    except ServiceError:
+        await services.idempotency.abandon(begun)  # nothing changed: a retry may run again
+        raise
+    if not stores_itself:
+        await services.idempotency.finish(begun, status, msgspec.json.encode(result))
+    return Response(result, status_code=status)
+
+
+SessionId = Annotated[str, Parameter(max_length=64)]
+
+
+class SessionController(Controller):
+    path = "/v1/hosted-sessions"
+    guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["hosted sessions (merchant)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a hosted session",
+        responses=_errors(
+            s409="validation_error: the first request with this Idempotency-Key is in flight",
+            s413="validation_error: body too large",
+            s422="validation_error: line items do not sum to amount, or Idempotency-Key reused "
+            "with another body",
+        ),
+    )
+    async def create_session(
+        self,
+        request: AnyRequest,
+        data: JSONBody[CreateSessionParams],
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="idempotency-key", max_length=255)
+        ] = None,
+    ) -> Response[CreatedSession]:
+        sessions = app_services(request).sessions
+        principal = principal_of(request)
+
+        async def run(claim: Claim | None) -> CreatedSession:
+            created = await sessions.create(principal.account_uid, data, claim)
+            bind_log_context(session_id=created.session_id)
+            return created
+
+        return await _idempotent(request, 201, run, stores_itself=True)
+
+    @get("/", summary="List hosted sessions, newest first")
+    async def list_sessions(
+        self,
+        request: AnyRequest,
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
+        starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
+        status: Annotated[str | None, Parameter(max_length=16)] = None,
+        customer_id: Annotated[str | None, Parameter(max_length=255)] = None,
+    ) -> SessionList:
+        page = await app_services(request).sessions.list(
+            principal_of(request).account_uid,
+            limit=limit,
+            starting_after=starting_after,
+            status=status,
+            customer_id=customer_id,
+        )
+        return SessionList(data=page.data, has_more=page.has_more)
+
+    @get(
+        "/{session_id:str}",
+        summary="Retrieve a hosted session (merchant view)",
+        responses=_errors(s404="validation_error: no such session for this account"),
+    )
+    async def get_session(
+        self,
+        request: AnyRequest,
+        session_id: SessionId,
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+    ) -> SessionView:
+        bind_log_context(session_id=session_id)
+        return await app_services(request).sessions.get(principal_of(request).account_uid, session_id)
+
+    @patch(
+        "/{session_id:str}",
+        summary="Update an open hosted session",
+        responses=_errors(
+            s404="validation_error: no such session for this account",
+            s409="already_confirmed: the session is complete",
+            s410="session_expired: the session has expired",
+            s422="validation_error: line items do not sum to amount, or expiry in the past",
+        ),
+    )
+    async def update_session(
+        self,
+        request: AnyRequest,
+        session_id: SessionId,
+        data: JSONBody[UpdateSessionParams],
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+    ) -> SessionView:
+        bind_log_context(session_id=session_id)
+        return await app_services(request).sessions.update(
+            principal_of(request).account_uid, session_id, data
+        )
+
+    @post(
+        "/{session_id:str}/expire",
+        status_code=200,
+        summary="Expire a hosted session now (idempotent)",
+        responses=_errors(
+            s404="validation_error: no such session for this account",
+            s409="already_confirmed: the session is complete",
+        ),
+    )
+    async def expire_session(
+        self,
+        request: AnyRequest,
+        session_id: SessionId,
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="idempotency-key", max_length=255)
+        ] = None,
+    ) -> Response[SessionView]:
+        bind_log_context(session_id=session_id)
+        sessions = app_services(request).sessions
+        account = principal_of(request).account_uid
+
+        async def run(_: Claim | None) -> SessionView:
+            return await sessions.expire(account, session_id)
+
+        return await _idempotent(request, 200, run)

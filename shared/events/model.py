@@ -1,0 +1,51 @@
+"""Lifecycle events: a tagged union on `type`; new fields get defaults, types never change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shared.sessions.model import ExpiredReason, SessionView
+
+
+class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    id: str
+    created_at: str
+    account_uid: str
+    session_id: str
+    # Counts per session from 1 (created): consumers order and dedupe with it.
+    sequence: int
+
+
+class SessionData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+
+
+class UpdatedData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+    # The changed fields' values before the change, as the merchant view spelled them.
+    previous_attributes: dict[str, Any]
+
+
+class ExpiredData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+    reason: ExpiredReason
+
+
+class SessionCreated(EventBase, frozen=True, kw_only=True, tag="hosted_session.created"):
+    data: SessionData
+
+
+class SessionUpdated(EventBase, frozen=True, kw_only=True, tag="hosted_session.updated"):
+    data: UpdatedData
+
+
+class SessionExpiredEvent(EventBase, frozen=True, kw_only=True, tag="hosted_session.expired"):
+    data: ExpiredData
+
+
+Event = SessionCreated | SessionUpdated | SessionExpiredEvent
+
+EVENT_DECODER = msgspec.json.Decoder(Event)
+EVENT_ENCODER = msgspec.json.Encoder()

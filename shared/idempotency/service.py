@@ -1,0 +1,110 @@
+"""Idempotency-Key: the first response (status and body) is replayed for 24 h.
+
+Flow: `begin` takes a short lock with a pending record (SET NX); the request runs; the
+response is stored encrypted (it may hold a client secret) under the same key. A create
+stores its record in the same atomic step as the session, so a crash between the two can
+never make a retry create a second session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Literal
+
+import msgspec
+
+from shared.crypto import DataCipher
+from shared.errors import IdempotencyInFlight, IdempotencyKeyReused, ValidationFailed
+from shared.idempotency.store import IdempotencyStore
+
+MAX_KEY_LENGTH = 255
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    state: Literal["pending", "done"]
+    fingerprint: str
+    token: str = ""
+    status: int = 0
+    body: bytes = b""  # encrypted response body
+
+
+class Replay(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    body: bytes
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """The right to run the request for this key; `finish` or `abandon` it."""
+
+    redis_key: str
+    fingerprint: str
+    pending: bytes
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Record)
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).hexdigest()
+
+
+class IdempotencyService:
+    def __init__(
+        self, store: IdempotencyStore, cipher: DataCipher, ttl_seconds: int, lock_seconds: int
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._ttl = ttl_seconds
+        self._lock = lock_seconds
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._ttl
+
+    async def begin(
+        self, partition: int, account_uid: str, idem_key: str, fingerprint: str
+    ) -> Claim | Replay:
+        """Claim the key, or answer with the stored response; refuse reuse and overlap."""
+        if not idem_key or len(idem_key) > MAX_KEY_LENGTH or not idem_key.isprintable():
+            raise ValidationFailed(
+                f"Idempotency-Key: must be 1-{MAX_KEY_LENGTH} printable characters"
+            )
+        redis_key = self._store.key(partition, account_uid, idem_key)
+        pending = _ENCODER.encode(
+            _Record(state="pending", fingerprint=fingerprint, token=secrets.token_hex(8))
+        )
+        current = await self._store.lock_or_get(redis_key, pending, self._lock)
+        if current is None:
+            return Claim(redis_key=redis_key, fingerprint=fingerprint, pending=pending)
+        record = _DECODER.decode(current)
+        if record.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "Idempotency-Key: this key was already used with a different request"
+            )
+        if record.state == "pending":
+            raise IdempotencyInFlight(
+                "Idempotency-Key: the first request with this key is still in progress",
+                retry_after=1,
+            )
+        body = self._cipher.decrypt(record.body, context=redis_key)
+        return Replay(status=record.status, body=body)
+
+    def done_record(self, claim: Claim, status: int, body: bytes) -> bytes:
+        """The stored form of a response, for a caller that writes it in its own atomic step."""
+        return _ENCODER.encode(
+            _Record(
+                state="done",
+                fingerprint=claim.fingerprint,
+                status=status,
+                body=self._cipher.encrypt(body, context=claim.redis_key),
+            )
+        )
+
+    async def finish(self, claim: Claim, status: int, body: bytes) -> None:
+        await self._store.put(claim.redis_key, self.done_record(claim, status, body), self._ttl)
+
+    async def abandon(self, claim: Claim) -> None:
+        """Release the key after a failure that changed nothing, so a retry runs again."""
+        await self._store.release(claim.redis_key, claim.pending)

@@ -1,0 +1,39 @@
+"""Redis side of Idempotency-Key records (per account, on the account's partition)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from shared.redis.keys import Keys
+
+
+class IdempotencyStore:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    def key(self, partition: int, account_uid: str, idem_key: str) -> str:
+        return self._keys.idempotency(partition, account_uid, idem_key)
+
+    async def lock_or_get(self, key: str, pending: bytes, lock_seconds: int) -> bytes | None:
+        """Take the key with a pending record; when taken already, the record there."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(key, pending, nx=True, ex=lock_seconds)
+        pipe.get(key)
+        taken, current = await pipe.execute()
+        return None if taken else current  # type: ignore[no-any-return]  # redis-py untyped
+
+    async def put(self, key: str, record: bytes, ttl_seconds: int) -> None:
+        await self._redis.set(key, record, ex=ttl_seconds)
+
+    async def release(self, key: str, pending: bytes) -> None:
+        """Drop our own pending lock (a failed request may be retried with the same key)."""
+        pipe = self._redis.pipeline(transaction=True)
+        await pipe.watch(key)
+        if await pipe.get(key) == pending:
+            pipe.multi()
+            pipe.delete(key)
+            await pipe.execute()
+        else:
+            await pipe.unwatch()
+        await pipe.reset()

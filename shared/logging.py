@@ -1,0 +1,67 @@
+"""structlog set-up: JSON lines off a TTY, correlation ids from contextvars, PII scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from shared.config import Settings
+
+# Keys whose values never reach a log line, whoever passes them (defence in depth: the code
+# does not log them in the first place).
+_REDACTED_KEYS = frozenset(
+    {
+        "authorization",
+        "client_secret",
+        "secret",
+        "token",
+        "password",
+        "email",
+        "customer_email",
+        "phone",
+        "fraud_signals",
+        "ip_address",
+        "user_agent",
+        "card",
+        "card_number",
+        "number",
+        "cvc",
+        "body",
+    }
+)
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in event.keys() & _REDACTED_KEYS:
+        event[key] = "[redacted]"
+    return event
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog and the stdlib root logger once per process."""
+    level = logging.getLevelName(settings.log_level.upper())
+    as_json = settings.log_json if settings.log_json is not None else not sys.stdout.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries (arq, uvicorn) log through the stdlib: same stream, same level.
+    logging.basicConfig(stream=sys.stdout, level=level, format="%(name)s %(levelname)s %(message)s")

@@ -1,0 +1,60 @@
+"""The only place a Redis key is spelled.
+
+Every key of one session (its record, its account's indexes, its partition's stream and
+expiry schedule) carries the same hash tag `{pNN}`, so one Lua step over them is valid on
+Redis Cluster. The partition comes from the account (`shared.ids.partition_of_account`) and
+is encoded in the session id, so browser calls that know only the id find the same slot.
+"""
+
+from __future__ import annotations
+
+from shared.ids import PARTITIONS
+
+
+class Keys:
+    """Key builder bound to a prefix (tests use their own prefix so they never collide)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def tag(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition:02d}}}"
+
+    def session(self, partition: int, session_id: str) -> str:
+        """HASH: doc (msgpack record), seq (event sequence = version), sh (secret hash),
+        fs (encrypted fraud signals)."""
+        return f"{self.tag(partition)}:s:{session_id}"
+
+    def account_index(self, partition: int, account_uid: str) -> str:
+        """ZSET (all scores 0, ordered by member): `<inverted created ms>:<session id>`."""
+        return f"{self.tag(partition)}:a:{account_uid}:all"
+
+    def status_index(self, partition: int, account_uid: str, status: str) -> str:
+        """ZSET like `account_index`, holding only sessions in `status`."""
+        return f"{self.tag(partition)}:a:{account_uid}:st:{status}"
+
+    def customer_index(self, partition: int, account_uid: str, customer_id: str) -> str:
+        """ZSET like `account_index`, holding only one customer's sessions."""
+        return f"{self.tag(partition)}:a:{account_uid}:cu:{customer_id}"
+
+    def idempotency(self, partition: int, account_uid: str, key: str) -> str:
+        """STRING (msgpack): the first response to an Idempotency-Key, or its in-flight lock."""
+        return f"{self.tag(partition)}:idem:{account_uid}:{key}"
+
+    def expiry_schedule(self, partition: int) -> str:
+        """ZSET score=expires_at ms, member=session id: open sessions, for the safety sweep."""
+        return f"{self.tag(partition)}:expiry"
+
+    def events(self, partition: int) -> str:
+        """STREAM of lifecycle events of this partition's sessions (field `e`: JSON envelope)."""
+        return f"{self.tag(partition)}:events"
+
+    def all_event_streams(self) -> list[str]:
+        return [self.events(p) for p in range(PARTITIONS)]
+
+    def all_expiry_schedules(self) -> list[str]:
+        return [self.expiry_schedule(p) for p in range(PARTITIONS)]
+
+    def arq_queue(self, queue: str) -> str:
+        """arq's queue name (a ZSET arq owns); one per kind of work so ops scale each."""
+        return f"{self.prefix}:queue:{queue}"

@@ -1,0 +1,411 @@
+"""Session business rules: create, read, list, update, expire. All Redis work is in store.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+
+from shared.clock import Clock
+from shared.crypto import DataCipher
+from shared.errors import (
+    AlreadyConfirmed,
+    InternalError,
+    NotFound,
+    SemanticValidationFailed,
+    SessionExpired,
+    ValidationFailed,
+)
+from shared.events.model import (
+    EVENT_ENCODER,
+    Event,
+    ExpiredData,
+    SessionCreated,
+    SessionData,
+    SessionExpiredEvent,
+    SessionUpdated,
+    UpdatedData,
+)
+from shared.ids import (
+    new_client_secret,
+    new_event_id,
+    new_session_id,
+    partition_of_account,
+    partition_of_session,
+)
+from shared.idempotency.service import Claim, IdempotencyService
+from shared.jobs import JobQueue
+from shared.sessions.model import (
+    ExpiredReason,
+    SessionRecord,
+    SessionStatus,
+    SessionView,
+    effective_status,
+    embed_url,
+    hosted_url,
+    iso_ms,
+    to_view,
+)
+from shared.sessions.params import CreateSessionParams, UpdateSessionParams, check_items_total
+from shared.sessions.store import SessionStore, SessionWrite, index_member
+
+log = structlog.get_logger(__name__)
+
+_STATUSES: tuple[SessionStatus, ...] = ("open", "complete", "expired")
+# Compare-and-set retries before giving up on a session under heavy concurrent change.
+_MAX_CAS_ATTEMPTS = 8
+
+
+class CreatedSession(msgspec.Struct, frozen=True, kw_only=True):
+    """The create response of the seed: the only place the client secret ever appears."""
+
+    session_id: str
+    client_secret: str
+    expires_at: str
+    hosted_url: str
+    embed_url: str
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[SessionView]
+    has_more: bool
+
+
+def _fraud_context(session_id: str) -> str:
+    return f"fraud_signals:{session_id}"
+
+
+class SessionService:
+    def __init__(
+        self,
+        store: SessionStore,
+        jobs: JobQueue,
+        idempotency: IdempotencyService,
+        cipher: DataCipher,
+        clock: Clock,
+        public_base_url: str,
+    ) -> None:
+        self._store = store
+        self._jobs = jobs
+        self._idem = idempotency
+        self._cipher = cipher
+        self._clock = clock
+        self._base_url = public_base_url
+
+    def view(self, record: SessionRecord) -> SessionView:
+        return to_view(record, self._clock.now_ms(), self._base_url)
+
+    def _event(self, record: SessionRecord, now_ms: int, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "id": new_event_id(),
+            "created_at": iso_ms(now_ms),
+            "account_uid": record.account_uid,
+            "session_id": record.id,
+            "sequence": record.sequence,
+            **kwargs,
+        }
+
+    # --- create -----------------------------------------------------------------------
+
+    async def create(
+        self, account_uid: str, params: CreateSessionParams, claim: Claim | None = None
+    ) -> CreatedSession:
+        """Create a session, its `created` event and (with a claim) its idempotent replay."""
+        try:
+            check_items_total(params.amount, params.line_items)
+        except ValueError as exc:
+            raise SemanticValidationFailed(str(exc)) from None
+        now = self._clock.now_ms()
+        session_id = new_session_id(partition_of_account(account_uid))
+        secret = new_client_secret(session_id)
+        record = SessionRecord(
+            id=session_id,
+            account_uid=account_uid,
+            amount=params.amount,
+            currency=params.currency,
+            description=params.description,
+            line_items=tuple(params.line_items),
+            customer_id=params.customer_id,
+            customer_email=params.customer_email,
+            success_url=params.success_url,
+            cancel_url=params.cancel_url,
+            layout=params.layout,
+            allowed_methods=tuple(params.allowed_methods),
+            setup_future_usage=params.setup_future_usage,
+            scope=params.scope,
+            branding=params.branding,
+            required_avs_fields=tuple(params.required_avs_fields),
+            metadata=params.metadata,
+            has_fraud_signals=params.fraud_signals is not None,
+            created_at_ms=now,
+            updated_at_ms=now,
+            expires_at_ms=now + params.expires_in_seconds * 1000,
+        )
+        view = to_view(record, now, self._base_url)
+        event = SessionCreated(**self._event(record, now, data=SessionData(object=view)))
+        response = CreatedSession(
+            session_id=session_id,
+            client_secret=secret,
+            expires_at=view.expires_at,
+            hosted_url=hosted_url(self._base_url, session_id),
+            embed_url=embed_url(self._base_url, session_id),
+        )
+        fraud_blob = (
+            self._cipher.encrypt(
+                msgspec.msgpack.encode(params.fraud_signals), _fraud_context(session_id)
+            )
+            if params.fraud_signals is not None
+            else b""
+        )
+        write = SessionWrite(
+            record=record,
+            previous_status=None,
+            event_json=EVENT_ENCODER.encode(event),
+            secret_hash=self._cipher.secret_hash(secret),
+            fraud_blob=fraud_blob,
+            idempotency_key=claim.redis_key if claim else "",
+            idempotency_record=(
+                self._idem.done_record(claim, 201, msgspec.json.encode(response)) if claim else b""
+            ),
+            idempotency_ttl=self._idem.ttl_seconds if claim else 0,
+        )
+        outcome = await self._store.write(write)
+        # "exists" can only be our own write retried after a lost reply (ids are random).
+        if outcome.result == "conflict":
+            raise InternalError("session id collision")
+        await self._enqueue_followups(record)
+        log.info("session.created", session_id=session_id, account_uid=account_uid)
+        return response
+
+    async def _enqueue_followups(self, record: SessionRecord) -> None:
+        # The session is already stored: a failed enqueue must not fail the request. The
+        # expiry sweep catches a missing expiry job; scoring is re-driven by the worker side.
+        try:
+            await self._jobs.enqueue_scoring(record.id)
+        except Exception:
+            log.exception("session.enqueue_failed", session_id=record.id)
+        await self._enqueue_expiry(record)
+
+    # --- read -------------------------------------------------------------------------
+
+    async def _load_owned(self, account_uid: str, session_id: str) -> SessionRecord:
+        """The account's session, or NotFound exactly as for a missing one."""
+        stored = await self._store.load(session_id)
+        if stored is None or stored.record.account_uid != account_uid:
+            raise NotFound(f"No such hosted session: '{session_id[:40]}'")
+        return stored.record
+
+    async def get(self, account_uid: str, session_id: str) -> SessionView:
+        return self.view(await self._load_owned(account_uid, session_id))
+
+    async def list(
+        self,
+        account_uid: str,
+        *,
+        limit: int,
+        starting_after: str | None = None,
+        status: str | None = None,
+        customer_id: str | None = None,
+    ) -> SessionPage:
+        """Newest first; `starting_after` is the last id of the previous page."""
+        if status is not None and status not in _STATUSES:
+            raise ValidationFailed(f"status: must be one of {', '.join(_STATUSES)}")
+        partition = partition_of_account(account_uid)
+        after_member = None
+        if starting_after is not None:
+            if partition_of_session(starting_after) != partition:
+                raise ValidationFailed("starting_after: no such hosted session")
+            cursor = await self._store.load(starting_after)
+            if cursor is None or cursor.record.account_uid != account_uid:
+                raise ValidationFailed("starting_after: no such hosted session")
+            after_member = index_member(cursor.record)
+        now = self._clock.now_ms()
+        views: list[SessionView] = []
+        # Status moves lag the clock by up to the worker's expiry lag, and a customer index
+        # holds every status, so records are filtered on their effective status here.
+        while True:
+            ids = await self._store.page(
+                partition,
+                account_uid,
+                status=None if customer_id else status,  # type: ignore[arg-type]
+                customer_id=customer_id,
+                after_member=after_member,
+                count=limit + 1,
+            )
+            records = await self._store.load_many(ids) if ids else []
+            for record in records:
+                if status is None or effective_status(record, now) == status:
+                    views.append(to_view(record, now, self._base_url))
+            if len(views) > limit or len(ids) <= limit:
+                break
+            after_member = index_member(records[-1])
+        return SessionPage(data=views[:limit], has_more=len(views) > limit)
+
+    # --- update -----------------------------------------------------------------------
+
+    async def update(
+        self, account_uid: str, session_id: str, params: UpdateSessionParams
+    ) -> SessionView:
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            record = await self._load_owned(account_uid, session_id)
+            now = self._clock.now_ms()
+            self._require_open(record, now)
+            changed, previous = _apply_patch(record, params, now)
+            if not previous:
+                return to_view(record, now, self._base_url)
+            view = to_view(changed, now, self._base_url)
+            event = SessionUpdated(
+                **self._event(
+                    changed,
+                    now,
+                    data=UpdatedData(object=view, previous_attributes=previous),
+                )
+            )
+            outcome = await self._store.write(
+                SessionWrite(
+                    record=changed, previous_status="open", event_json=EVENT_ENCODER.encode(event)
+                )
+            )
+            if outcome.result == "ok":
+                if changed.expires_at_ms != record.expires_at_ms:
+                    await self._enqueue_expiry(changed)
+                return view
+        raise InternalError("session changed concurrently too often; retry")
+
+    async def _enqueue_expiry(self, record: SessionRecord) -> None:
+        try:
+            await self._jobs.enqueue_expiry(record.id, record.expires_at_ms)
+        except Exception:
+            log.exception("session.enqueue_failed", session_id=record.id)
+
+    @staticmethod
+    def _require_open(record: SessionRecord, now_ms: int) -> None:
+        status = effective_status(record, now_ms)
+        if status == "complete":
+            raise AlreadyConfirmed("This hosted session is already complete")
+        if status == "expired":
+            raise SessionExpired("This hosted session has expired")
+
+    # --- expire -----------------------------------------------------------------------
+
+    async def expire(self, account_uid: str, session_id: str) -> SessionView:
+        """The merchant's expire: open → expired; again → the same session; complete → 409."""
+        await self._load_owned(account_uid, session_id)
+        record, _ = await self._expire(session_id, "merchant")
+        if record is None:  # vanished between the two reads: cannot happen without deletes
+            raise NotFound(f"No such hosted session: '{session_id[:40]}'")
+        if record.status == "complete":
+            raise AlreadyConfirmed("This hosted session is already complete")
+        return self.view(record)
+
+    async def expire_if_due(self, session_id: str) -> bool:
+        """The worker's expiry: only an open session whose time has come. True if expired now."""
+        stored = await self._store.load(session_id)
+        if stored is None or stored.record.status != "open":
+            return False
+        if stored.record.expires_at_ms > self._clock.now_ms():
+            return False  # moved later by a PATCH; that PATCH queued its own job
+        _, expired_now = await self._expire(session_id, "time")
+        return expired_now
+
+    async def _expire(
+        self, session_id: str, reason: ExpiredReason
+    ) -> tuple[SessionRecord | None, bool]:
+        """Expire an open session (a merchant's call on a session past its time counts as
+        time); terminal sessions are returned unchanged. Guarded by compare-and-set.
+        Returns the record and whether this call expired it."""
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            stored = await self._store.load(session_id)
+            if stored is None:
+                return None, False
+            record = stored.record
+            if record.status != "open":
+                return record, False
+            now = self._clock.now_ms()
+            if reason == "time" and record.expires_at_ms > now:
+                return record, False
+            why: ExpiredReason = "time" if now >= record.expires_at_ms else reason
+            expired_at = record.expires_at_ms if why == "time" else now
+            changed = msgspec.structs.replace(
+                record,
+                status="expired",
+                expired_at_ms=expired_at,
+                expired_reason=why,
+                updated_at_ms=now,
+                sequence=record.sequence + 1,
+            )
+            view = to_view(changed, now, self._base_url)
+            event: Event = SessionExpiredEvent(
+                **self._event(changed, now, data=ExpiredData(object=view, reason=why))
+            )
+            outcome = await self._store.write(
+                SessionWrite(
+                    record=changed, previous_status="open", event_json=EVENT_ENCODER.encode(event)
+                )
+            )
+            if outcome.result == "ok":
+                log.info("session.expired", session_id=session_id, reason=why)
+                return changed, True
+        raise InternalError("session changed concurrently too often; retry")
+
+    async def due_for_expiry(self, partition: int, limit: int) -> list[str]:
+        return await self._store.due_for_expiry(partition, self._clock.now_ms(), limit)
+
+
+def _apply_patch(
+    record: SessionRecord, params: UpdateSessionParams, now_ms: int
+) -> tuple[SessionRecord, dict[str, Any]]:
+    """The patched record and the previous values of what changed (empty: nothing did)."""
+    changes: dict[str, Any] = {}
+    unset = msgspec.UNSET
+    if params.amount is not unset:
+        changes["amount"] = params.amount
+    if params.line_items is not unset:
+        changes["line_items"] = tuple(params.line_items)
+    if params.description is not unset:
+        changes["description"] = params.description
+    if params.customer_email is not unset:
+        changes["customer_email"] = params.customer_email
+    if params.allowed_methods is not unset:
+        changes["allowed_methods"] = tuple(params.allowed_methods)
+    if params.branding is not unset:
+        changes["branding"] = params.branding
+    if params.metadata is not unset:
+        merged = dict(record.metadata)
+        for key, value in params.metadata.items():
+            if value:
+                merged[key] = value
+            else:
+                merged.pop(key, None)
+        if len(merged) > 50:
+            raise ValidationFailed("metadata: at most 50 keys after the merge")
+        changes["metadata"] = merged
+    if params.expires_in_seconds is not unset:
+        expires_at = record.created_at_ms + params.expires_in_seconds * 1000
+        if expires_at <= now_ms:
+            raise SemanticValidationFailed(
+                "expires_in_seconds: counts from the session's creation and must lie in the "
+                "future; use the expire endpoint to end a session now"
+            )
+        changes["expires_at_ms"] = expires_at
+    changes = {k: v for k, v in changes.items() if getattr(record, k) != v}
+    if not changes:
+        return record, {}
+    amount = changes.get("amount", record.amount)
+    items = changes.get("line_items", record.line_items)
+    try:
+        check_items_total(amount, items)
+    except ValueError as exc:
+        raise SemanticValidationFailed(str(exc)) from None
+    before = to_view(record, now_ms, "")
+    changed = msgspec.structs.replace(
+        record, **changes, updated_at_ms=now_ms, sequence=record.sequence + 1
+    )
+    after = to_view(changed, now_ms, "")
+    previous = {
+        field: msgspec.to_builtins(getattr(before, field))
+        for field in SessionView.__struct_fields__
+        if field != "updated_at" and getattr(before, field) != getattr(after, field)
+    }
+    return changed, previous

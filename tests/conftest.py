@@ -1,0 +1,64 @@
+"""Shared fixtures: a real Redis (the machine's, else an embedded one), own key prefixes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.devkeys import DevKeys, ensure_dev_keys
+from shared.redis.embedded import EmbeddedRedis, redis_reachable
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The machine's Redis when it answers (database 0 left alone: tests use 9), else an
+    embedded server started for the run."""
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/9")
+    if redis_reachable(base):
+        yield base
+        return
+    with EmbeddedRedis() as embedded:
+        yield embedded.url
+
+
+@pytest.fixture(scope="session")
+def dev_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevKeys, Path]:
+    return ensure_dev_keys(tmp_path_factory.mktemp("devkeys"))
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """Every test writes under its own prefix, so runs never collide or flush others' data."""
+    return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def settings(redis_url: str, dev_keys: tuple[DevKeys, Path], key_prefix: str) -> Settings:
+    return Settings(
+        env="test",
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        jwks_file=str(dev_keys[1]),
+        jwt_issuer="hosted-sessions-test",
+        log_json=True,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A raw client for assertions; deletes this test's keys afterwards."""
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    async for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+        await client.delete(key)
+    async for key in client.scan_iter(match=f"arq:*{settings.key_prefix}:*", count=1000):
+        await client.delete(key)
+    await client.aclose()
