@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwks_url: str = ""
     jwks_file: str = ""
     jwt_issuer: str = "hosted-sessions-dev"
-    jwt_token_use: str = "access"
+    jwt_token_use: str = "access"  # noqa: S105  (a Cognito claim value, not a secret)
     jwt_admin_group: str = "hosted-sessions-admin"
     jwt_platform_admin_group: str = "platform-admin"
     jwt_accounts_claim: str = "custom:payment_account_uids"

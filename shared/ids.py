@@ -9,7 +9,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Fixed for the life of the data: the partition is part of every id and key.
 PARTITIONS = 16
 SESSION_PREFIX = "cs_"
-SECRET_MARKER = "_secret_"
+SECRET_MARKER = "_secret_"  # noqa: S105  (the seed's separator, not a secret)
 _SESSION_ID_LEN = len(SESSION_PREFIX) + 16
 
 

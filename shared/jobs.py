@@ -62,4 +62,3 @@ class JobQueue:
             _job_id=f"{self._keys.prefix}:score:{session_id}",
             _queue_name=self._keys.arq_queue(FRAUD_QUEUE),
         )
-

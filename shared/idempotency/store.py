@@ -11,6 +11,11 @@ class IdempotencyStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        # Compare-and-delete: never drop a record another request wrote meanwhile.
+        self._release = redis.register_script(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+            " return 0"
+        )
 
     def key(self, partition: int, account_uid: str, idem_key: str) -> str:
         return self._keys.idempotency(partition, account_uid, idem_key)
@@ -21,19 +26,11 @@ class IdempotencyStore:
         pipe.set(key, pending, nx=True, ex=lock_seconds)
         pipe.get(key)
         taken, current = await pipe.execute()
-        return None if taken else current  # type: ignore[no-any-return]  # redis-py untyped
+        return None if taken else current
 
     async def put(self, key: str, record: bytes, ttl_seconds: int) -> None:
         await self._redis.set(key, record, ex=ttl_seconds)
 
     async def release(self, key: str, pending: bytes) -> None:
         """Drop our own pending lock (a failed request may be retried with the same key)."""
-        pipe = self._redis.pipeline(transaction=True)
-        await pipe.watch(key)
-        if await pipe.get(key) == pending:
-            pipe.multi()
-            pipe.delete(key)
-            await pipe.execute()
-        else:
-            await pipe.unwatch()
-        await pipe.reset()
+        await self._release(keys=[key], args=[pending])

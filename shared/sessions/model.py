@@ -138,9 +138,9 @@ def line_items_total(items: tuple[LineItem, ...] | list[LineItem]) -> int:
 
 def iso_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, the format of every timestamp on the wire."""
-    return (
-        datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-    ).replace("+00:00", "Z")
+    return (datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")).replace(
+        "+00:00", "Z"
+    )
 
 
 class RiskView(msgspec.Struct, frozen=True, kw_only=True):

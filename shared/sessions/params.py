@@ -53,10 +53,10 @@ def _check_unique(values: list[str], field: str) -> None:
 
 
 def check_items_total(amount: int, items: list[LineItem] | tuple[LineItem, ...]) -> None:
-    """`sum(amount × quantity)` of the items must equal `amount` (the error names both)."""
+    """`sum(amount x quantity)` of the items must equal `amount` (the error names both)."""
     if items and (total := line_items_total(items)) != amount:
         raise ValueError(
-            f"line_items: items total {total} (sum of amount × quantity) "
+            f"line_items: items total {total} (sum of amount x quantity) "
             f"does not equal amount {amount}"
         )
 
@@ -98,13 +98,13 @@ class UpdateSessionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 
     amount: PositiveCents | msgspec.UnsetType = msgspec.UNSET
     line_items: LineItems | msgspec.UnsetType = msgspec.UNSET
-    description: Description | None | msgspec.UnsetType = msgspec.UNSET
-    customer_email: Email | None | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType | None = msgspec.UNSET
+    customer_email: Email | msgspec.UnsetType | None = msgspec.UNSET
     allowed_methods: Methods | msgspec.UnsetType = msgspec.UNSET
-    branding: Branding | None | msgspec.UnsetType = msgspec.UNSET
-    metadata: (
-        Annotated[dict[str, str | None], msgspec.Meta(max_length=50)] | msgspec.UnsetType
-    ) = msgspec.UNSET
+    branding: Branding | msgspec.UnsetType | None = msgspec.UNSET
+    metadata: Annotated[dict[str, str | None], msgspec.Meta(max_length=50)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
     expires_in_seconds: ExpiresIn | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:

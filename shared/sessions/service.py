@@ -27,6 +27,7 @@ from shared.events.model import (
     SessionUpdated,
     UpdatedData,
 )
+from shared.idempotency.service import Claim, IdempotencyService
 from shared.ids import (
     new_client_secret,
     new_event_id,
@@ -34,7 +35,6 @@ from shared.ids import (
     partition_of_account,
     partition_of_session,
 )
-from shared.idempotency.service import Claim, IdempotencyService
 from shared.jobs import JobQueue
 from shared.sessions.model import (
     ExpiredReason,
@@ -199,7 +199,7 @@ class SessionService:
     async def get(self, account_uid: str, session_id: str) -> SessionView:
         return self.view(await self._load_owned(account_uid, session_id))
 
-    async def list(
+    async def list_page(
         self,
         account_uid: str,
         *,
@@ -228,7 +228,7 @@ class SessionService:
             ids = await self._store.page(
                 partition,
                 account_uid,
-                status=None if customer_id else status,  # type: ignore[arg-type]
+                status=None if customer_id else status,
                 customer_id=customer_id,
                 after_member=after_member,
                 count=limit + 1,

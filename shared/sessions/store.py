@@ -14,7 +14,7 @@ from shared.sessions.model import SessionRecord, SessionStatus
 
 _RECORD_ENCODER = msgspec.msgpack.Encoder()
 _RECORD_DECODER = msgspec.msgpack.Decoder(SessionRecord)
-# Newest first in lexicographic order: members start with (this − created ms), zero-padded.
+# Newest first in lexicographic order: members start with (this - created ms), zero-padded.
 _INVERT_BASE = 9_999_999_999_999
 
 
@@ -62,7 +62,8 @@ class SessionStore:
         key = self._session_key(session_id)
         if key is None:
             return None
-        doc, secret_hash = await self._redis.hmget(key, ["doc", "sh"])
+        # redis-py's async stubs type results as "Awaitable | value"; the value is bytes.
+        doc, secret_hash = await self._redis.hmget(key, ["doc", "sh"])  # type: ignore[misc]
         if doc is None:
             return None
         return StoredSession(
@@ -80,7 +81,10 @@ class SessionStore:
 
     async def load_fraud_blob(self, session_id: str) -> bytes | None:
         key = self._session_key(session_id)
-        return None if key is None else await self._redis.hget(key, "fs")  # type: ignore[no-any-return]
+        if key is None:
+            return None
+        blob: bytes | None = await self._redis.hget(key, "fs")  # type: ignore[misc]  # see load
+        return blob
 
     async def write(self, change: SessionWrite) -> WriteOutcome:
         """Apply one change and append its event in one atomic step (Lua)."""
@@ -124,7 +128,9 @@ class SessionStore:
         )
         outcome, sequence = result[0].decode(), int(result[1])
         stream_id = result[2].decode() if len(result) > 2 else None
-        return WriteOutcome(result=outcome, sequence=sequence, stream_id=stream_id)  # type: ignore[arg-type]
+        return msgspec.convert(
+            {"result": outcome, "sequence": sequence, "stream_id": stream_id}, WriteOutcome
+        )
 
     async def page(
         self,
