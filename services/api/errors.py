@@ -63,7 +63,7 @@ def _field_message(item: dict[str, Any]) -> str:
         return message
     nested = _FIELD_PREFIX.match(message)
     if nested:  # a __post_init__ rule that names a field inside `key`
-        return f"{key}.{nested.group(1)}: {message[nested.end():]}"
+        return f"{key}.{nested.group(1)}: {message[nested.end() :]}"
     return f"{key}: {message}"
 
 

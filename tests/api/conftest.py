@@ -25,9 +25,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def token_for(
-    dev_keys: tuple[DevKeys, Path], settings: Settings
-) -> Callable[..., str]:
+def token_for(dev_keys: tuple[DevKeys, Path], settings: Settings) -> Callable[..., str]:
     def mint(*accounts: str, groups: tuple[str, ...] | None = None, **kwargs: Any) -> str:
         return mint_admin_token(
             dev_keys[0],

@@ -125,7 +125,7 @@ class SessionController(Controller):
         status: Annotated[str | None, Parameter(max_length=16)] = None,
         customer_id: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> SessionList:
-        page = await app_services(request).sessions.list(
+        page = await app_services(request).sessions.list_page(
             principal_of(request).account_uid,
             limit=limit,
             starting_after=starting_after,
@@ -146,7 +146,9 @@ class SessionController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
-        return await app_services(request).sessions.get(principal_of(request).account_uid, session_id)
+        return await app_services(request).sessions.get(
+            principal_of(request).account_uid, session_id
+        )
 
     @patch(
         "/{session_id:str}",
