@@ -13,7 +13,15 @@ from arq.worker import Function, Worker, func
 
 from shared.clock import SystemClock
 from shared.config import Settings
-from shared.jobs import EXPIRY_QUEUE, FRAUD_QUEUE, QUEUES, TASK_EXPIRE_SESSION, TASK_SCORE_SESSION
+from shared.jobs import (
+    EXPIRY_QUEUE,
+    FRAUD_QUEUE,
+    QUEUES,
+    TASK_EXPIRE_SESSION,
+    TASK_SCORE_SESSION,
+    deserialize_job,
+    serialize_job,
+)
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.wiring import arq_client, build_session_service
@@ -79,6 +87,9 @@ def build_workers(
                 ctx={"sessions": sessions},
                 job_completion_wait=_JOB_TIMEOUT_SECONDS[queue],
                 log_results=False,
+                # The worker enqueues its own cron jobs: same msgpack format as everyone else.
+                job_serializer=serialize_job,
+                job_deserializer=deserialize_job,
             )
         )
     return workers, redis

@@ -17,6 +17,11 @@ class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     # Counts per session from 1 (created): consumers order and dedupe with it.
     sequence: int
 
+    @property
+    def type(self) -> str:
+        """The event's type (msgspec keeps the tag in the struct's config, not a field)."""
+        return str(self.__struct_config__.tag)
+
 
 class SessionData(msgspec.Struct, frozen=True, kw_only=True):
     object: SessionView

@@ -1,0 +1,45 @@
+# Developer entry points. `make run` starts the whole stack locally; `make test` / `make lint`
+# are what CI runs (.ci/run). Everything runs from .venv, created on first use.
+
+# python3.11 is what production runs; python3 keeps a machine without it usable.
+PYTHON ?= $(if $(shell command -v python3.11 2>/dev/null),python3.11,python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall only when the dependency pins change, not on every `make test`.
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+OPENAPI_OUT ?= docs/openapi.json
+
+.PHONY: install run test lint format openapi clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/hosted-sessions dev
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Through a temp file, so a failed run never leaves a truncated schema behind.
+openapi: install
+	$(BIN)/hosted-sessions openapi > $(OPENAPI_OUT).tmp
+	mv $(OPENAPI_OUT).tmp $(OPENAPI_OUT)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

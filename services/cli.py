@@ -1,0 +1,319 @@
+"""The `hosted-sessions` command: API server, workers, local dev stack, dev tokens, OpenAPI."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import msgspec
+
+from shared.config import Settings
+
+KNOWN_QUEUES = ("expiry", "fraud")
+DEFAULT_QUEUES = ",".join(KNOWN_QUEUES)
+_CHILD_STOP_TIMEOUT_SECONDS = 10.0
+_DATA_KEY_FILE = "data.key"
+
+
+def _queues(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(KNOWN_QUEUES))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {DEFAULT_QUEUES}, got {value!r}"
+        )
+    # Order kept, duplicates dropped: the worker listens to each queue once.
+    return list(dict.fromkeys(names))
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hosted-sessions",
+        description="Hosted Sessions: API, workers and local development tools.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    api = commands.add_parser("api", help="run the HTTP API (uvicorn)")
+    api.add_argument("--host", help="interface to bind (default: HS_API_HOST)")
+    api.add_argument("--port", type=_port, help="port to bind (default: HS_API_PORT)")
+
+    worker = commands.add_parser("worker", help="run an arq worker")
+    worker.add_argument(
+        "--queues",
+        type=_queues,
+        default=list(KNOWN_QUEUES),
+        help=f"comma-separated queues to consume (default: {DEFAULT_QUEUES})",
+    )
+    worker.add_argument(
+        "--check", action="store_true", help="health check of running workers; exit code only"
+    )
+
+    commands.add_parser(
+        "dev", help="local stack: Redis (embedded if none is reachable), dev keys, API and worker"
+    )
+
+    token = commands.add_parser("token", help="print an admin JWT signed with the dev key")
+    token.add_argument(
+        "--account",
+        dest="accounts",
+        action="append",
+        required=True,
+        metavar="UID",
+        help="payment account uid the token may act on (repeatable)",
+    )
+    token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds")
+    token.add_argument(
+        "--platform-admin", action="store_true", help="also grant the platform admin group"
+    )
+
+    commands.add_parser("openapi", help="print the OpenAPI schema as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv[1:]), run the subcommand, return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except (ValueError, msgspec.ValidationError) as exc:
+        print(f"hosted-sessions: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    command: str = args.command
+    if command == "api":
+        return _api(settings, host=args.host, port=args.port)
+    if command == "worker":
+        return _worker(settings, queues=args.queues, check=args.check)
+    if command == "dev":
+        return _dev(settings)
+    if command == "token":
+        return _token(
+            settings, accounts=args.accounts, ttl=args.ttl, platform_admin=args.platform_admin
+        )
+    if command == "openapi":
+        return _openapi(settings)
+    raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+
+def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from services.api.app import create_app
+    from shared.logging import configure_logging
+
+    # The app sees the address it is actually served on, whichever way it was given.
+    settings = msgspec.structs.replace(
+        settings,
+        api_host=host if host is not None else settings.api_host,
+        api_port=port if port is not None else settings.api_port,
+    )
+    configure_logging(settings)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        # structlog (configure_logging) owns logging; uvicorn's dictConfig would replace it.
+        log_config=None,
+        lifespan="on",
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn exits by itself on bind/lifespan failures; this covers a stop before start.
+    return 0 if server.started else 3
+
+
+def _worker(settings: Settings, *, queues: Sequence[str], check: bool) -> int:
+    from shared.logging import configure_logging
+    from workers.main import check_worker, run_worker
+
+    configure_logging(settings)
+    if check:
+        return check_worker(settings, queues)
+    return run_worker(settings, queues)
+
+
+def _token(settings: Settings, *, accounts: Sequence[str], ttl: int, platform_admin: bool) -> int:
+    from shared.devkeys import ensure_dev_keys, mint_admin_token
+
+    groups = [settings.jwt_admin_group]
+    if platform_admin:
+        groups.append(settings.jwt_platform_admin_group)
+    # The token is meant for `$(hosted-sessions token ...)`: anything the key helpers print
+    # or log (structlog's default logger prints to stdout) goes to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr):
+        keys, _ = ensure_dev_keys(Path(settings.dev_dir))
+        token = mint_admin_token(
+            keys,
+            issuer=settings.jwt_issuer,
+            account_uids=accounts,
+            groups=groups,
+            accounts_claim=settings.jwt_accounts_claim,
+            token_use=settings.jwt_token_use,
+            ttl_seconds=ttl,
+        )
+    print(token)
+    return 0
+
+
+def _openapi(settings: Settings) -> int:
+    from litestar.serialization import encode_json
+
+    from services.api.app import create_app
+
+    # Building the app runs no lifespan, so no Redis is needed to print the schema.
+    schema = create_app(settings).openapi_schema.to_schema()
+    # Examples in the schema are msgspec structs, datetimes etc.: litestar's encoder knows
+    # them, json.dumps does not; the round trip only adds the indentation.
+    print(json.dumps(json.loads(encode_json(schema)), indent=2))
+    return 0
+
+
+def ensure_data_key(path: Path) -> str:
+    """The base64 data key kept in `path`, created (32 random bytes, mode 0600) if missing."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+    else:
+        key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 32
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"{path} does not hold base64 of 32 bytes; delete it to make a new one")
+    return key
+
+
+def _dev(settings: Settings) -> int:
+    from shared.devkeys import ensure_dev_keys
+    from shared.redis.embedded import EmbeddedRedis, redis_reachable
+
+    dev_dir = Path(settings.dev_dir).resolve()
+    dev_dir.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, str] = {}
+
+    _, jwks_path = ensure_dev_keys(dev_dir)
+    if not settings.jwks_url and not settings.jwks_file:
+        overrides["HS_JWKS_FILE"] = str(jwks_path.resolve())
+    if not settings.data_key:
+        # Persistent, so sessions encrypted in one run still decrypt in the next.
+        overrides["HS_DATA_KEY"] = ensure_data_key(dev_dir / _DATA_KEY_FILE)
+
+    env = {**os.environ, **settings.to_env(), **overrides}
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before anything is started, so an early Ctrl-C still runs the clean-up
+    # below (the embedded Redis is in its own process group and would otherwise linger).
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    embedded: EmbeddedRedis | None = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        redis_url = settings.redis_url
+        if not redis_reachable(redis_url):
+            # Kept under dev_dir with an append-only file, so dev data survives restarts.
+            embedded = EmbeddedRedis(data_dir=dev_dir / "redis", appendonly=True).start()
+            redis_url = embedded.url
+            env["REDIS_URL"] = redis_url
+        for name in ("api", "worker"):
+            if stop.is_set():
+                return 0
+            # Own process groups: a terminal Ctrl-C reaches only this process, which then
+            # stops the children exactly once, before Redis goes away.
+            children[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", name],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+            )
+        redis_note = f"embedded Redis {redis_url}" if embedded else f"Redis {redis_url}"
+        print(
+            f"hosted-sessions dev: API on http://{settings.api_host}:{settings.api_port} "
+            f"({redis_note}); mint an admin token with: "
+            f"{_own_script()} token --account <ACCOUNT_UID>",
+            flush=True,
+        )
+        exit_code = 0
+        while not stop.wait(0.2):
+            dead = [(name, proc) for name, proc in children.items() if proc.poll() is not None]
+            if dead:
+                name, proc = dead[0]
+                print(
+                    f"hosted-sessions dev: {name} exited with code {proc.returncode}; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                # A child that exits by itself is a failure, even with code 0 or a signal.
+                exit_code = proc.returncode if proc.returncode > 0 else 1
+                break
+        return exit_code
+    finally:
+        _stop_children(list(children.values()))
+        if embedded is not None:
+            embedded.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _own_script() -> str:
+    # `make run` uses the virtualenv's script, which is usually not on PATH: show that one.
+    script = Path(sys.executable).parent / "hosted-sessions"
+    if not script.is_file():
+        return "hosted-sessions"
+    try:
+        return os.path.relpath(script)
+    except ValueError:
+        return str(script)
+
+
+def _stop_children(children: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in children:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + _CHILD_STOP_TIMEOUT_SECONDS
+    for proc in children:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
