@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.devkeys import DevKeys, ensure_dev_keys
+from shared.devkeys import DevKeys, ensure_dev_keys, mint_admin_token
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
+from tests.support import ACCOUNT
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +57,39 @@ def settings(redis_url: str, dev_keys: tuple[DevKeys, Path], key_prefix: str) ->
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    """A raw client for assertions; deletes this test's keys afterwards."""
+    """A raw client for assertions."""
     client = Redis.from_url(settings.redis_url)
     yield client
-    async for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-        await client.delete(key)
-    async for key in client.scan_iter(match=f"arq:*{settings.key_prefix}:*", count=1000):
-        await client.delete(key)
     await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _delete_own_keys(redis_url: str, key_prefix: str) -> Iterator[None]:
+    """After each test, delete the keys under its prefix (and its arq jobs), nothing else."""
+    yield
+    client = SyncRedis.from_url(redis_url)
+    try:
+        for pattern in (f"{key_prefix}:*", f"arq:*{key_prefix}:*"):
+            for key in client.scan_iter(match=pattern, count=1000):
+                client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def token_for(dev_keys: tuple[DevKeys, Path], settings: Settings) -> Callable[..., str]:
+    def mint(*accounts: str, groups: tuple[str, ...] | None = None, **kwargs: Any) -> str:
+        return mint_admin_token(
+            dev_keys[0],
+            issuer=settings.jwt_issuer,
+            account_uids=list(accounts),
+            groups=list(groups if groups is not None else (settings.jwt_admin_group,)),
+            **kwargs,
+        )
+
+    return mint
+
+
+@pytest.fixture
+def admin_headers(token_for: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(ACCOUNT)}", "X-Payment-Account-Uid": ACCOUNT}

@@ -1,0 +1,146 @@
+"""Expiry through a real arq worker (in this process, on the real Redis): on time, once,
+through the safety sweep when a job is lost, and not before a PATCH's new expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
+
+from services.api.app import create_app
+from shared.clock import ManualClock
+from shared.config import Settings
+from shared.events.model import EVENT_DECODER, SessionExpiredEvent
+from shared.ids import partition_of_account
+from shared.jobs import expiry_job_id
+from shared.redis.keys import Keys
+from tests.support import ACCOUNT, eventually, seed_body
+from workers.main import build_workers
+
+URL = "/v1/hosted-sessions"
+# The API's clock runs this far behind the real one, so a session created with the seed's
+# minimum of 300 s expires 2 s from now in real time, which is what the worker goes by.
+LEAD_S = 2.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_ms=time.time_ns() // 1_000_000 - int((300 - LEAD_S) * 1000))
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, clock: ManualClock, redis: Redis
+) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
+        yield test_client
+
+
+RunWorker = Callable[[], Coroutine[Any, Any, None]]
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[RunWorker]:
+    """Starts a real expiry worker on demand; stops it (SIGTERM path) at teardown."""
+    started: list[tuple[Any, asyncio.Task[None], Redis]] = []
+
+    async def start() -> None:
+        workers, redis = build_workers(settings, ["expiry"])
+        task = asyncio.create_task(workers[0].async_run())
+        started.append((workers[0], task, redis))
+
+    yield start
+    for w, task, redis in started:
+        w.handle_sig(15)
+        await asyncio.gather(task, return_exceptions=True)
+        await w.close()
+        await redis.aclose(close_connection_pool=True)
+
+
+async def expired_events(redis: Redis, settings: Settings) -> dict[str, tuple[int, int]]:
+    """session id -> (stream entry ms, expires_at ms) of each expired event."""
+    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
+    out = {}
+    for entry_id, fields in await redis.xrange(stream):
+        event = EVENT_DECODER.decode(fields[b"e"])
+        if event.type == "hosted_session.expired":
+            assert isinstance(event, SessionExpiredEvent)
+            written_ms = int(entry_id.split(b"-")[0])
+            assert event.session_id not in out, "expired twice"
+            out[event.session_id] = (written_ms, iso_to_ms(event.data.object.expires_at))
+    return out
+
+
+def iso_to_ms(value: str) -> int:
+    return round(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+async def test_sessions_expire_on_time_exactly_once(
+    client: AsyncTestClient[Any],
+    admin_headers: dict[str, str],
+    redis: Redis,
+    settings: Settings,
+    worker: RunWorker,
+) -> None:
+    ids = []
+    for _ in range(20):
+        r = await client.post(URL, json=seed_body(expires_in_seconds=300), headers=admin_headers)
+        ids.append(r.json()["session_id"])
+    await worker()
+    await worker()  # two workers race for the same jobs: still one expiry each
+    done = await eventually(
+        lambda: expired_events(redis, settings), lambda d: len(d) == len(ids), LEAD_S + 5
+    )
+    assert set(done) == set(ids)
+    lags = [written - expires for written, expires in done.values()]
+    assert all(0 <= lag <= 2000 for lag in lags), lags
+    await asyncio.sleep(0.5)  # any duplicate run would show up as a second event by now
+    assert len(await expired_events(redis, settings)) == len(ids)
+
+
+async def test_sweep_expires_a_session_whose_job_was_lost(
+    client: AsyncTestClient[Any],
+    admin_headers: dict[str, str],
+    redis: Redis,
+    settings: Settings,
+    clock: ManualClock,
+    worker: RunWorker,
+) -> None:
+    r = await client.post(URL, json=seed_body(expires_in_seconds=300), headers=admin_headers)
+    session_id = r.json()["session_id"]
+    view = (await client.get(f"{URL}/{session_id}", headers=admin_headers)).json()
+    # Lose the job, as a crash between the create and its enqueue would.
+    queue = Keys(settings.key_prefix).arq_queue("expiry")
+    job_id = expiry_job_id(settings.key_prefix, session_id, iso_to_ms(view["expires_at"]))
+    assert await redis.zrem(queue, job_id) == 1
+    await redis.delete(f"arq:job:{job_id}")
+    await asyncio.sleep(LEAD_S + 0.2)
+    await worker()  # its sweep runs at start-up
+    done = await eventually(lambda: expired_events(redis, settings), lambda d: session_id in d, 5)
+    assert session_id in done
+
+
+async def test_patch_that_moves_expiry_later_is_honoured(
+    client: AsyncTestClient[Any],
+    admin_headers: dict[str, str],
+    redis: Redis,
+    settings: Settings,
+    worker: RunWorker,
+) -> None:
+    r = await client.post(URL, json=seed_body(expires_in_seconds=300), headers=admin_headers)
+    session_id = r.json()["session_id"]
+    r = await client.patch(
+        f"{URL}/{session_id}", json={"expires_in_seconds": 3600}, headers=admin_headers
+    )
+    assert r.status_code == 200
+    await worker()
+    await asyncio.sleep(LEAD_S + 1.5)  # the first job has run by now, and found nothing due
+    assert session_id not in await expired_events(redis, settings)
+    view = (await client.get(f"{URL}/{session_id}", headers=admin_headers)).json()
+    assert view["status"] == "open"
