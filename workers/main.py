@@ -64,7 +64,9 @@ def build_workers(
             cron_jobs.append(
                 cron(
                     sweep_expired,
-                    name="session.sweep_expired",
+                    # Prefixed: arq derives cron job ids from the name, and deployments that
+                    # share a Redis must not hold each other's sweep.
+                    name=f"{settings.key_prefix}:session.sweep_expired",
                     second=set(range(0, 60, step)),
                     run_at_startup=True,
                     timeout=30,
