@@ -20,8 +20,9 @@ from types import FrameType
 import msgspec
 
 from shared.config import Settings
+from shared.jobs import QUEUES
 
-KNOWN_QUEUES = ("expiry", "fraud")
+KNOWN_QUEUES = QUEUES
 DEFAULT_QUEUES = ",".join(KNOWN_QUEUES)
 _CHILD_STOP_TIMEOUT_SECONDS = 10.0
 _DATA_KEY_FILE = "data.key"

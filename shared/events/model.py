@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from shared.sessions.model import ExpiredReason, SessionView
+from shared.sessions.model import ExpiredReason, RiskView, SessionView
 
 
 class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -38,6 +38,11 @@ class ExpiredData(msgspec.Struct, frozen=True, kw_only=True):
     reason: ExpiredReason
 
 
+class RiskScoredData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+    risk: RiskView
+
+
 class SessionCreated(EventBase, frozen=True, kw_only=True, tag="hosted_session.created"):
     data: SessionData
 
@@ -50,7 +55,15 @@ class SessionExpiredEvent(EventBase, frozen=True, kw_only=True, tag="hosted_sess
     data: ExpiredData
 
 
-Event = SessionCreated | SessionUpdated | SessionExpiredEvent
+class SessionRiskScored(EventBase, frozen=True, kw_only=True, tag="hosted_session.risk_scored"):
+    data: RiskScoredData
+
+
+Event = SessionCreated | SessionUpdated | SessionExpiredEvent | SessionRiskScored
+EVENT_TYPES: tuple[str, ...] = tuple(
+    str(cls.__struct_config__.tag)
+    for cls in (SessionCreated, SessionUpdated, SessionExpiredEvent, SessionRiskScored)
+)
 
 EVENT_DECODER = msgspec.json.Decoder(Event)
 EVENT_ENCODER = msgspec.json.Encoder()

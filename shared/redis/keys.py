@@ -37,6 +37,11 @@ class Keys:
         """ZSET like `account_index`, holding only one customer's sessions."""
         return f"{self.tag(partition)}:a:{account_uid}:cu:{customer_id}"
 
+    def account_events(self, partition: int, account_uid: str) -> str:
+        """STREAM: one entry per event of the account, with the partition stream's entry id
+        (field `t`: event type); the event itself is read from `events`."""
+        return f"{self.tag(partition)}:a:{account_uid}:events"
+
     def idempotency(self, partition: int, account_uid: str, key: str) -> str:
         """STRING (msgpack): the first response to an Idempotency-Key, or its in-flight lock."""
         return f"{self.tag(partition)}:idem:{account_uid}:{key}"
@@ -54,6 +59,10 @@ class Keys:
 
     def all_expiry_schedules(self) -> list[str]:
         return [self.expiry_schedule(p) for p in range(PARTITIONS)]
+
+    def worker_health(self, host: str, queue: str) -> str:
+        """STRING with a short TTL: a worker process on `host` serves `queue`."""
+        return f"{self.prefix}:health:{host}:{queue}"
 
     def arq_queue(self, queue: str) -> str:
         """arq's queue name (a ZSET arq owns); one per kind of work so ops scale each."""

@@ -82,13 +82,17 @@ class FraudSignals(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     is_admin: bool | None = None
 
 
+RiskLevel = Literal["normal", "elevated", "highest"]
+
+
 class Risk(msgspec.Struct, frozen=True, kw_only=True):
     """The fraud decision; `pending` until the scoring job has run."""
 
     status: Literal["pending", "scored"] = "pending"
     score: int | None = None
-    level: Literal["normal", "elevated", "highest"] | None = None
+    level: RiskLevel | None = None
     reasons: tuple[str, ...] = ()
+    scored_at_ms: int | None = None
 
 
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -21,9 +21,11 @@ from shared.events.model import (
     EVENT_ENCODER,
     Event,
     ExpiredData,
+    RiskScoredData,
     SessionCreated,
     SessionData,
     SessionExpiredEvent,
+    SessionRiskScored,
     SessionUpdated,
     UpdatedData,
 )
@@ -38,6 +40,8 @@ from shared.ids import (
 from shared.jobs import JobQueue
 from shared.sessions.model import (
     ExpiredReason,
+    FraudSignals,
+    Risk,
     SessionRecord,
     SessionStatus,
     SessionView,
@@ -162,6 +166,7 @@ class SessionService:
             record=record,
             previous_status=None,
             event_json=EVENT_ENCODER.encode(event),
+            event_type=event.type,
             secret_hash=self._cipher.secret_hash(secret),
             fraud_blob=fraud_blob,
             idempotency_key=claim.redis_key if claim else "",
@@ -264,7 +269,10 @@ class SessionService:
             )
             outcome = await self._store.write(
                 SessionWrite(
-                    record=changed, previous_status="open", event_json=EVENT_ENCODER.encode(event)
+                    record=changed,
+                    previous_status="open",
+                    event_json=EVENT_ENCODER.encode(event),
+                    event_type=event.type,
                 )
             )
             if outcome.result == "ok":
@@ -341,12 +349,62 @@ class SessionService:
             )
             outcome = await self._store.write(
                 SessionWrite(
-                    record=changed, previous_status="open", event_json=EVENT_ENCODER.encode(event)
+                    record=changed,
+                    previous_status="open",
+                    event_json=EVENT_ENCODER.encode(event),
+                    event_type=event.type,
                 )
             )
             if outcome.result == "ok":
                 log.info("session.expired", session_id=session_id, reason=why)
                 return changed, True
+        raise InternalError("session changed concurrently too often; retry")
+
+    # --- fraud --------------------------------------------------------------------------
+
+    async def load_fraud_signals(self, session_id: str) -> FraudSignals | None:
+        """The decrypted signals (PII: for the risk rules only; never returned or logged)."""
+        blob = await self._store.load_fraud_blob(session_id)
+        if not blob:
+            return None
+        plain = self._cipher.decrypt(blob, _fraud_context(session_id))
+        return msgspec.msgpack.decode(plain, type=FraudSignals)
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        stored = await self._store.load(session_id)
+        return None if stored is None else stored.record
+
+    async def record_risk(self, session_id: str, risk: Risk) -> bool:
+        """Store a risk decision with its `risk_scored` event, once: a session already scored
+        keeps its first decision, and a terminal session is left alone. True if written."""
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            stored = await self._store.load(session_id)
+            if stored is None:
+                return False
+            record = stored.record
+            if record.risk.status == "scored" or record.status != "open":
+                return False
+            now = self._clock.now_ms()
+            changed = msgspec.structs.replace(
+                record,
+                risk=msgspec.structs.replace(risk, status="scored", scored_at_ms=now),
+                updated_at_ms=now,
+                sequence=record.sequence + 1,
+            )
+            view = to_view(changed, now, self._base_url)
+            event = SessionRiskScored(
+                **self._event(changed, now, data=RiskScoredData(object=view, risk=view.risk))
+            )
+            outcome = await self._store.write(
+                SessionWrite(
+                    record=changed,
+                    previous_status=record.status,
+                    event_json=EVENT_ENCODER.encode(event),
+                    event_type=event.type,
+                )
+            )
+            if outcome.result == "ok":
+                return True
         raise InternalError("session changed concurrently too often; retry")
 
     async def due_for_expiry(self, partition: int, limit: int) -> list[str]:

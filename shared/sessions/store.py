@@ -33,6 +33,7 @@ class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     record: SessionRecord
     previous_status: SessionStatus | None  # None on create
     event_json: bytes
+    event_type: str
     secret_hash: str = ""
     fraud_blob: bytes = b""
     idempotency_key: str = ""
@@ -111,6 +112,7 @@ class SessionStore:
                 k.status_index(partition, record.account_uid, new_status),
                 customer_key,
                 idem_key,
+                k.account_events(partition, record.account_uid),
             ],
             args=[
                 0 if change.previous_status is None else record.sequence - 1,
@@ -124,6 +126,7 @@ class SessionStore:
                 change.idempotency_record,
                 change.idempotency_ttl,
                 "1" if record.customer_id else "",
+                change.event_type,
             ],
         )
         outcome, sequence = result[0].decode(), int(result[1])

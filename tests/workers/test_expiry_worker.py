@@ -21,7 +21,7 @@ from shared.ids import partition_of_account
 from shared.jobs import expiry_job_id
 from shared.redis.keys import Keys
 from tests.support import ACCOUNT, eventually, seed_body
-from workers.main import build_workers
+from workers.main import run_workers
 
 URL = "/v1/hosted-sessions"
 # The API's clock runs this far behind the real one, so a session created with the seed's
@@ -48,19 +48,15 @@ RunWorker = Callable[[], Coroutine[Any, Any, None]]
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[RunWorker]:
     """Starts a real expiry worker on demand; stops it (SIGTERM path) at teardown."""
-    started: list[tuple[Any, asyncio.Task[None], Redis]] = []
+    stop = asyncio.Event()
+    started: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        workers, redis = build_workers(settings, ["expiry"])
-        task = asyncio.create_task(workers[0].async_run())
-        started.append((workers[0], task, redis))
+        started.append(asyncio.create_task(run_workers(settings, ["expiry"], stop)))
 
     yield start
-    for w, task, redis in started:
-        w.handle_sig(15)
-        await asyncio.gather(task, return_exceptions=True)
-        await w.close()
-        await redis.aclose(close_connection_pool=True)
+    stop.set()
+    await asyncio.gather(*started)
 
 
 async def expired_events(redis: Redis, settings: Settings) -> dict[str, tuple[int, int]]:

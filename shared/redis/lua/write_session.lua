@@ -3,11 +3,12 @@
 --
 -- KEYS: 1 session hash, 2 event stream, 3 expiry schedule, 4 account index,
 --       5 old status index, 6 new status index, 7 customer index (or KEYS[1] when none),
---       8 idempotency record (or KEYS[1] when none)
+--       8 idempotency record (or KEYS[1] when none), 9 the account's event index stream
 -- ARGV: 1 expected sequence (0 = create), 2 new sequence, 3 record (msgpack),
 --       4 event (JSON), 5 index member, 6 expires_at ms ('' = not open: leave the schedule),
 --       7 secret hash ('' = keep), 8 encrypted fraud signals ('' = keep),
---       9 idempotency record ('' = none), 10 its TTL in seconds, 11 '1' when a customer index
+--       9 idempotency record ('' = none), 10 its TTL in seconds, 11 '1' when a customer index,
+--       12 event type
 -- Returns {'ok', new sequence, stream entry id} | {'exists', seq} | {'conflict', seq}
 local expected = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
@@ -38,6 +39,8 @@ else
 end
 
 local entry = redis.call('XADD', KEYS[2], '*', 'e', ARGV[4])
+-- The account's index carries the same entry id, so GET /v1/events pages by stream id.
+redis.call('XADD', KEYS[9], entry, 't', ARGV[12])
 if ARGV[9] ~= '' then
   redis.call('SET', KEYS[8], ARGV[9], 'EX', tonumber(ARGV[10]))
 end
