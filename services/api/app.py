@@ -17,10 +17,9 @@ from shared.config import Settings
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     """The API application; nothing connects until its lifespan starts."""
-    return Litestar(
+    app = Litestar(
         route_handlers=[healthz, readyz, SessionController],
         lifespan=[lifespan(settings, clock or SystemClock(settings.clock_offset_ms))],
-        middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -40,3 +39,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    # Outside the router (Litestar's own middleware runs only for matched routes), so 404s,
+    # 405s and every other error get a request id, the X-Request-Id header and a log line.
+    app.asgi_handler = request_context_middleware(app.asgi_handler)
+    return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -12,7 +12,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.errors import ErrorCode, ServiceError
+from shared.errors import ErrorCode, ServiceError, ValidationFailed
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -59,12 +61,31 @@ def _field_message(item: dict[str, Any]) -> str:
     """`branding.accent_color: Expected ...` from msgspec's message and Litestar's key."""
     key = str(item.get("key") or "")
     message = str(item.get("message") or "invalid value")
+    if key == "data" and message == "'data'":  # Litestar's word for "no body at all"
+        return "A JSON object body is required"
     if key in ("", "data"):
         return message
     nested = _FIELD_PREFIX.match(message)
     if nested:  # a __post_init__ rule that names a field inside `key`
         return f"{key}.{nested.group(1)}: {message[nested.end() :]}"
     return f"{key}: {message}"
+
+
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def decode_strict(raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode a body strictly (no "14650" for 14650); errors name the field, like Litestar's."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _MSGSPEC_PATH.search(text)
+        key = match.group(1) if match else ""
+        message = text[: match.start()] if match else text
+        raise ValidationFailed(_field_message({"key": key, "message": message})) from None
+    except msgspec.DecodeError:
+        raise ValidationFailed("The request body is not valid JSON") from None
 
 
 def service_error_handler(

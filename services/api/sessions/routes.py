@@ -12,7 +12,7 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
-from services.api.errors import ErrorEnvelope
+from services.api.errors import ErrorEnvelope, decode_strict
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 from services.api.sessions.schemas import (
@@ -76,6 +76,9 @@ async def _idempotent(
     return Response(result, status_code=status)
 
 
+_CREATE_DECODER = msgspec.json.Decoder(CreateSessionParams)
+_UPDATE_DECODER = msgspec.json.Decoder(UpdateSessionParams)
+
 SessionId = Annotated[str, Parameter(max_length=64)]
 
 
@@ -107,9 +110,11 @@ class SessionController(Controller):
     ) -> Response[CreatedSession]:
         sessions = app_services(request).sessions
         principal = principal_of(request)
+        # Litestar converts leniently ("14650" -> 14650); the contract's types are strict.
+        params = decode_strict(await request.body(), _CREATE_DECODER)
 
         async def run(claim: Claim | None) -> CreatedSession:
-            created = await sessions.create(principal.account_uid, data, claim)
+            created = await sessions.create(principal.account_uid, params, claim)
             bind_log_context(session_id=created.session_id)
             return created
 
@@ -168,8 +173,9 @@ class SessionController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
+        params = decode_strict(await request.body(), _UPDATE_DECODER)
         return await app_services(request).sessions.update(
-            principal_of(request).account_uid, session_id, data
+            principal_of(request).account_uid, session_id, params
         )
 
     @post(
