@@ -43,7 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_json: bool | None = None  # None: JSON when stdout is not a TTY
     worker_poll_delay_seconds: float = 0.25
     worker_max_jobs: int = 200
-    sweep_interval_seconds: int = 5
+    # Prometheus endpoint of a worker process (0 = off; one port per process on a host).
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
     # Where `dev` keeps its local key pair, JWKS and data key between runs.
     dev_dir: str = ".dev"
 

@@ -6,7 +6,6 @@ Payloads are ids and builtins, serialized with msgspec msgpack, never pickle.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -19,7 +18,6 @@ FRAUD_QUEUE = "fraud"
 QUEUES = (EXPIRY_QUEUE, FRAUD_QUEUE)
 
 # Task names: the registry in workers/ maps each to its function.
-TASK_EXPIRE_SESSION = "session.expire"
 TASK_SCORE_SESSION = "session.score"
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -33,27 +31,12 @@ def deserialize_job(data: bytes) -> dict[str, Any]:
     return msgspec.msgpack.decode(data, type=dict[str, Any])
 
 
-def expiry_job_id(prefix: str, session_id: str, expires_at_ms: int) -> str:
-    # The expiry time is part of the id: moving the expiry queues a new job, and the old one
-    # finds the session not yet due and does nothing.
-    return f"{prefix}:expire:{session_id}:{expires_at_ms}"
-
-
 class JobQueue:
     """Enqueues the work a session needs, each kind on its own queue."""
 
     def __init__(self, arq: ArqRedis, keys: Keys) -> None:
         self._arq = arq
         self._keys = keys
-
-    async def enqueue_expiry(self, session_id: str, expires_at_ms: int) -> None:
-        await self._arq.enqueue_job(
-            TASK_EXPIRE_SESSION,
-            session_id,
-            _job_id=expiry_job_id(self._keys.prefix, session_id, expires_at_ms),
-            _queue_name=self._keys.arq_queue(EXPIRY_QUEUE),
-            _defer_until=datetime.fromtimestamp(expires_at_ms / 1000, tz=UTC),
-        )
 
     async def enqueue_scoring(self, session_id: str) -> None:
         await self._arq.enqueue_job(

@@ -6,11 +6,14 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
-from arq.worker import Worker
+from arq.worker import Function, Worker, func
+from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from shared.clock import SystemClock
@@ -22,6 +25,7 @@ from shared.redis.keys import Keys
 from shared.wiring import arq_client, build_session_service
 from workers import expiry, fraud
 from workers.context import QueueSpec, WorkerContext
+from workers.metrics import JOB_SECONDS, JOBS, QUEUE_DEPTH
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +66,11 @@ def build_workers(
     workers = []
     for queue in queues:
         spec = SPECS[queue]
+        if not spec.functions and not spec.cron_jobs:
+            continue  # loops only (expiry): no arq worker polling an empty queue
         workers.append(
             Worker(
-                functions=list(spec.functions),
+                functions=[_instrumented(queue, f) for f in spec.functions],
                 cron_jobs=[make(settings) for make in spec.cron_jobs],
                 queue_name=app.keys.arq_queue(queue),
                 redis_pool=arq_client(create_redis(settings, client_name=f"arq-{queue}")),
@@ -87,20 +93,58 @@ def build_workers(
     return workers, app
 
 
+def _instrumented(queue: str, task: Function) -> Function:
+    """The same arq task, counted and timed by queue, task and outcome."""
+    inner = task.coroutine
+
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await inner(ctx, *args, **kwargs)
+            outcome = "ok"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            JOBS.labels(queue, task.name, outcome).inc()
+            JOB_SECONDS.labels(queue, task.name).observe(time.perf_counter() - started)
+
+    return func(
+        run,
+        name=task.name,
+        timeout=task.timeout_s,
+        keep_result=task.keep_result_s,
+        max_tries=task.max_tries,
+    )
+
+
 async def _report_health(app: WorkerContext, queues: Sequence[str]) -> None:
+    """Health key per host and queue, plus the queue depth gauge, every few seconds."""
     host = socket.gethostname()
     payload = msgspec.json.encode({"worker_id": app.worker_id, "queues": list(queues)})
     while True:
-        pipe = app.redis.pipeline(transaction=False)
-        for queue in queues:
-            pipe.set(health_key(app.settings, queue, host), payload, ex=HEALTH_TTL_SECONDS)
-        await pipe.execute()
+        try:
+            pipe = app.redis.pipeline(transaction=False)
+            for queue in queues:
+                pipe.set(health_key(app.settings, queue, host), payload, ex=HEALTH_TTL_SECONDS)
+                pipe.zcard(app.keys.arq_queue(queue))
+            replies = await pipe.execute()
+            for queue, depth in zip(queues, replies[1::2], strict=True):
+                QUEUE_DEPTH.labels(queue).set(depth)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker.health_report_failed")
         await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
 
 
 async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
     """Run the queues' workers and loops until `stop` is set, then shut down cleanly."""
     workers, app = build_workers(settings, queues)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     loops = [
         asyncio.create_task(loop(app), name=f"{queue}:{getattr(loop, '__name__', 'loop')}")
         for queue in queues

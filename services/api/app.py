@@ -9,6 +9,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.health import healthz, readyz
 from services.api.lifespan import lifespan
+from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
 from services.api.sessions.routes import SessionController
 from shared.clock import Clock, SystemClock
@@ -18,7 +19,7 @@ from shared.config import Settings
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     """The API application; nothing connects until its lifespan starts."""
     app = Litestar(
-        route_handlers=[healthz, readyz, SessionController],
+        route_handlers=[healthz, readyz, metrics, SessionController],
         lifespan=[lifespan(settings, clock or SystemClock(settings.clock_offset_ms))],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

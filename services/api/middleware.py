@@ -10,6 +10,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.metrics import observe
 from shared.ids import new_request_id
 
 log = structlog.get_logger("request")
@@ -43,12 +44,16 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            method = str(scope.get("method"))
+            # Unrouted paths share one label, so scanners cannot blow up the metric's series.
+            observe(method, str(scope.get("path_template") or "unrouted"), status, elapsed)
             log.info(
                 "request",
-                method=scope.get("method"),
+                method=method,
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
 

@@ -8,7 +8,7 @@ is encoded in the session id, so browser calls that know only the id find the sa
 
 from __future__ import annotations
 
-from shared.ids import PARTITIONS
+from shared.ids import PARTITIONS, partition_of_account
 
 
 class Keys:
@@ -60,6 +60,14 @@ class Keys:
     def all_expiry_schedules(self) -> list[str]:
         return [self.expiry_schedule(p) for p in range(PARTITIONS)]
 
+    def lease(self, partition: int, role: str) -> str:
+        """STRING with a TTL: the member (worker) that holds this partition for `role`."""
+        return f"{self.tag(partition)}:lease:{role}"
+
+    def lease_members(self, role: str) -> str:
+        """ZSET member -> last heartbeat ms: the live members sharing `role`'s partitions."""
+        return f"{self.prefix}:members:{role}"
+
     def worker_health(self, host: str, queue: str) -> str:
         """STRING with a short TTL: a worker process on `host` serves `queue`."""
         return f"{self.prefix}:health:{host}:{queue}"
@@ -67,3 +75,14 @@ class Keys:
     def arq_queue(self, queue: str) -> str:
         """arq's queue name (a ZSET arq owns); one per kind of work so ops scale each."""
         return f"{self.prefix}:queue:{queue}"
+
+    def account_settings(self, account_uid: str) -> str:
+        """STRING (msgpack `AccountSettings`): the account's settings; absent = all defaults."""
+        return f"{self.tag(partition_of_account(account_uid))}:acct:{account_uid}:settings"
+
+    def risk_velocity(self, account_uid: str, dimension: str, digest: str) -> str:
+        """ZSET score=created ms, member=session id: the account's scored sessions sharing one
+        IP, email or phone within the velocity window (trimmed, with a TTL). `digest` is a keyed
+        hash of the value: a key name never holds PII."""
+        tag = self.tag(partition_of_account(account_uid))
+        return f"{tag}:rv:{account_uid}:{dimension}:{digest}"

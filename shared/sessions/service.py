@@ -19,7 +19,6 @@ from shared.errors import (
 )
 from shared.events.model import (
     EVENT_ENCODER,
-    Event,
     ExpiredData,
     RiskScoredData,
     SessionCreated,
@@ -184,13 +183,12 @@ class SessionService:
         return response
 
     async def _enqueue_followups(self, record: SessionRecord) -> None:
-        # The session is already stored: a failed enqueue must not fail the request. The
-        # expiry sweep catches a missing expiry job; scoring is re-driven by the worker side.
+        # The session is already stored: a failed enqueue must not fail the request; its risk
+        # stays pending (confirm never proceeds without a decision).
         try:
             await self._jobs.enqueue_scoring(record.id)
         except Exception:
             log.exception("session.enqueue_failed", session_id=record.id)
-        await self._enqueue_expiry(record)
 
     # --- read -------------------------------------------------------------------------
 
@@ -238,7 +236,8 @@ class SessionService:
                 after_member=after_member,
                 count=limit + 1,
             )
-            records = await self._store.load_many(ids) if ids else []
+            loaded = await self._store.load_many(ids) if ids else []
+            records = [r for r in loaded if r is not None]
             for record in records:
                 if status is None or effective_status(record, now) == status:
                     views.append(to_view(record, now, self._base_url))
@@ -276,16 +275,8 @@ class SessionService:
                 )
             )
             if outcome.result == "ok":
-                if changed.expires_at_ms != record.expires_at_ms:
-                    await self._enqueue_expiry(changed)
                 return view
         raise InternalError("session changed concurrently too often; retry")
-
-    async def _enqueue_expiry(self, record: SessionRecord) -> None:
-        try:
-            await self._jobs.enqueue_expiry(record.id, record.expires_at_ms)
-        except Exception:
-            log.exception("session.enqueue_failed", session_id=record.id)
 
     @staticmethod
     def _require_open(record: SessionRecord, now_ms: int) -> None:
@@ -307,16 +298,6 @@ class SessionService:
             raise AlreadyConfirmed("This hosted session is already complete")
         return self.view(record)
 
-    async def expire_if_due(self, session_id: str) -> bool:
-        """The worker's expiry: only an open session whose time has come. True if expired now."""
-        stored = await self._store.load(session_id)
-        if stored is None or stored.record.status != "open":
-            return False
-        if stored.record.expires_at_ms > self._clock.now_ms():
-            return False  # moved later by a PATCH; that PATCH queued its own job
-        _, expired_now = await self._expire(session_id, "time")
-        return expired_now
-
     async def _expire(
         self, session_id: str, reason: ExpiredReason
     ) -> tuple[SessionRecord | None, bool]:
@@ -328,37 +309,70 @@ class SessionService:
             if stored is None:
                 return None, False
             record = stored.record
-            if record.status != "open":
-                return record, False
             now = self._clock.now_ms()
-            if reason == "time" and record.expires_at_ms > now:
+            if record.status != "open" or (reason == "time" and record.expires_at_ms > now):
                 return record, False
-            why: ExpiredReason = "time" if now >= record.expires_at_ms else reason
-            expired_at = record.expires_at_ms if why == "time" else now
-            changed = msgspec.structs.replace(
-                record,
-                status="expired",
-                expired_at_ms=expired_at,
-                expired_reason=why,
-                updated_at_ms=now,
-                sequence=record.sequence + 1,
-            )
-            view = to_view(changed, now, self._base_url)
-            event: Event = SessionExpiredEvent(
-                **self._event(changed, now, data=ExpiredData(object=view, reason=why))
-            )
-            outcome = await self._store.write(
-                SessionWrite(
-                    record=changed,
-                    previous_status="open",
-                    event_json=EVENT_ENCODER.encode(event),
-                    event_type=event.type,
+            change = self._expired_change(record, now, reason)
+            if (await self._store.write(change)).result == "ok":
+                log.info(
+                    "session.expired", session_id=session_id, reason=change.record.expired_reason
                 )
-            )
-            if outcome.result == "ok":
-                log.info("session.expired", session_id=session_id, reason=why)
-                return changed, True
+                return change.record, True
         raise InternalError("session changed concurrently too often; retry")
+
+    def _expired_change(
+        self, record: SessionRecord, now: int, reason: ExpiredReason
+    ) -> SessionWrite:
+        why: ExpiredReason = "time" if now >= record.expires_at_ms else reason
+        changed = msgspec.structs.replace(
+            record,
+            status="expired",
+            expired_at_ms=record.expires_at_ms if why == "time" else now,
+            expired_reason=why,
+            updated_at_ms=now,
+            sequence=record.sequence + 1,
+        )
+        view = to_view(changed, now, self._base_url)
+        event = SessionExpiredEvent(
+            **self._event(changed, now, data=ExpiredData(object=view, reason=why))
+        )
+        return SessionWrite(
+            record=changed,
+            previous_status="open",
+            event_json=EVENT_ENCODER.encode(event),
+            event_type=event.type,
+        )
+
+    async def expire_due(self, partition: int, limit: int) -> list[int]:
+        """Expire the partition's due sessions in batches of one round trip each (the expiry
+        loop). Returns each expired session's lag in ms past its `expires_at`."""
+        now = self._clock.now_ms()
+        ids = await self._store.due_for_expiry(partition, now, limit)
+        if not ids:
+            return []
+        records = await self._store.load_many(ids)
+        stale = [
+            sid
+            for sid, rec in zip(ids, records, strict=True)
+            if rec is None or rec.status != "open"
+        ]
+        if stale:  # cannot normally happen (the write script unschedules); never loop on them
+            await self._store.unschedule(partition, stale)
+        due = [
+            rec
+            for rec in records
+            if rec is not None and rec.status == "open" and rec.expires_at_ms <= now
+        ]
+        changes = [self._expired_change(rec, now, "time") for rec in due]
+        outcomes = await self._store.write_many(changes)
+        lags = []
+        for record, outcome in zip(due, outcomes, strict=True):
+            if outcome.result == "ok":
+                lags.append(now - record.expires_at_ms)
+            elif (await self._expire(record.id, "time"))[1]:
+                # Changed meanwhile (a PATCH, a racing worker): one guarded retry decides.
+                lags.append(self._clock.now_ms() - record.expires_at_ms)
+        return lags
 
     # --- fraud --------------------------------------------------------------------------
 
@@ -406,9 +420,6 @@ class SessionService:
             if outcome.result == "ok":
                 return True
         raise InternalError("session changed concurrently too often; retry")
-
-    async def due_for_expiry(self, partition: int, limit: int) -> list[str]:
-        return await self._store.due_for_expiry(partition, self._clock.now_ms(), limit)
 
 
 def _apply_patch(

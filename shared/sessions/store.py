@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from redis.asyncio import Redis
@@ -47,6 +47,14 @@ class WriteOutcome(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str | None = None
 
 
+def _outcome(result: list[Any]) -> WriteOutcome:
+    stream_id = result[2].decode() if len(result) > 2 else None
+    return msgspec.convert(
+        {"result": result[0].decode(), "sequence": int(result[1]), "stream_id": stream_id},
+        WriteOutcome,
+    )
+
+
 class SessionStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
@@ -71,14 +79,15 @@ class SessionStore:
             record=_RECORD_DECODER.decode(doc), secret_hash=(secret_hash or b"").decode()
         )
 
-    async def load_many(self, session_ids: list[str]) -> list[SessionRecord]:
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
+        """Records in the order of the ids (None where unknown), in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for session_id in session_ids:
             key = self._session_key(session_id)
             assert key is not None  # ids come from our own indexes
             pipe.hget(key, "doc")
         docs = await pipe.execute()
-        return [_RECORD_DECODER.decode(doc) for doc in docs if doc is not None]
+        return [None if doc is None else _RECORD_DECODER.decode(doc) for doc in docs]
 
     async def load_fraud_blob(self, session_id: str) -> bytes | None:
         key = self._session_key(session_id)
@@ -89,6 +98,18 @@ class SessionStore:
 
     async def write(self, change: SessionWrite) -> WriteOutcome:
         """Apply one change and append its event in one atomic step (Lua)."""
+        keys, args = self._write_call(change)
+        return _outcome(await self._write_script(keys=keys, args=args))
+
+    async def write_many(self, changes: list[SessionWrite]) -> list[WriteOutcome]:
+        """Many independent changes in one round trip (each still its own atomic step)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for change in changes:
+            keys, args = self._write_call(change)
+            await self._write_script(keys=keys, args=args, client=pipe)
+        return [_outcome(result) for result in await pipe.execute()]
+
+    def _write_call(self, change: SessionWrite) -> tuple[list[str], list[Any]]:
         record = change.record
         partition = partition_of_session(record.id)
         assert partition is not None  # records are only built with well-formed ids
@@ -101,39 +122,36 @@ class SessionStore:
             if record.customer_id
             else session_key
         )
-        idem_key = change.idempotency_key or session_key
-        result = await self._write_script(
-            keys=[
-                session_key,
-                k.events(partition),
-                k.expiry_schedule(partition),
-                k.account_index(partition, record.account_uid),
-                k.status_index(partition, record.account_uid, old_status),
-                k.status_index(partition, record.account_uid, new_status),
-                customer_key,
-                idem_key,
-                k.account_events(partition, record.account_uid),
-            ],
-            args=[
-                0 if change.previous_status is None else record.sequence - 1,
-                record.sequence,
-                _RECORD_ENCODER.encode(record),
-                change.event_json,
-                index_member(record),
-                str(record.expires_at_ms) if new_status == "open" else "",
-                change.secret_hash,
-                change.fraud_blob,
-                change.idempotency_record,
-                change.idempotency_ttl,
-                "1" if record.customer_id else "",
-                change.event_type,
-            ],
-        )
-        outcome, sequence = result[0].decode(), int(result[1])
-        stream_id = result[2].decode() if len(result) > 2 else None
-        return msgspec.convert(
-            {"result": outcome, "sequence": sequence, "stream_id": stream_id}, WriteOutcome
-        )
+        keys = [
+            session_key,
+            k.events(partition),
+            k.expiry_schedule(partition),
+            k.account_index(partition, record.account_uid),
+            k.status_index(partition, record.account_uid, old_status),
+            k.status_index(partition, record.account_uid, new_status),
+            customer_key,
+            change.idempotency_key or session_key,
+            k.account_events(partition, record.account_uid),
+        ]
+        args = [
+            0 if change.previous_status is None else record.sequence - 1,
+            record.sequence,
+            _RECORD_ENCODER.encode(record),
+            change.event_json,
+            index_member(record),
+            str(record.expires_at_ms) if new_status == "open" else "",
+            change.secret_hash,
+            change.fraud_blob,
+            change.idempotency_record,
+            change.idempotency_ttl,
+            "1" if record.customer_id else "",
+            change.event_type,
+        ]
+        return keys, args
+
+    async def unschedule(self, partition: int, session_ids: list[str]) -> None:
+        """Drop ids from the expiry schedule (entries of sessions no longer open)."""
+        await self._redis.zrem(self._keys.expiry_schedule(partition), *session_ids)
 
     async def page(
         self,
