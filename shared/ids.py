@@ -14,7 +14,17 @@ _SESSION_ID_LEN = len(SESSION_PREFIX) + 16
 
 
 def _random_base62(n: int) -> str:
-    return "".join(secrets.choice(BASE62) for _ in range(n))
+    """n uniformly random base62 characters from the OS CSPRNG.
+
+    One big random integer cut into base62 digits (8 spare bytes keep the modulo bias below
+    2^-64), much cheaper than a `secrets.choice` per character on the hot paths.
+    """
+    value = int.from_bytes(secrets.token_bytes((n * 6) // 8 + 9), "big")
+    chars = []
+    for _ in range(n):
+        value, digit = divmod(value, 62)
+        chars.append(BASE62[digit])
+    return "".join(chars)
 
 
 def partition_of_account(account_uid: str) -> int:

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+
+
+class HiredisPackingConnection(Connection):
+    """redis-py's async connection packs commands in Python (~20 us for a session write's
+    EVALSHA); hiredis packs the same bytes in C (~3 us). Measured: bench in docs."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            # redis-py sends some commands as one string ("CLIENT SETNAME"): split like it does.
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a type hiredis does not pack (e.g. memoryview): the slow path
+            return super().pack_command(*args)
 
 
 def create_redis(settings: Settings, *, client_name: str = "hosted-sessions") -> Redis:
@@ -20,6 +38,7 @@ def create_redis(settings: Settings, *, client_name: str = "hosted-sessions") ->
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=30,
+        connection_class=HiredisPackingConnection,
         client_name=client_name,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],

@@ -61,6 +61,11 @@ class SessionStore:
         self._keys = keys
         source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_text()
         self._write_script = redis.register_script(source)
+        # `or false`: a missing doc becomes a nil reply instead of a hole that ends the list.
+        self._docs_script = redis.register_script(
+            "local out = {} for i, key in ipairs(KEYS) do"
+            " out[i] = redis.call('HGET', key, 'doc') or false end return out"
+        )
 
     def _session_key(self, session_id: str) -> str | None:
         partition = partition_of_session(session_id)
@@ -80,13 +85,12 @@ class SessionStore:
         )
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
-        """Records in the order of the ids (None where unknown), in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for session_id in session_ids:
-            key = self._session_key(session_id)
-            assert key is not None  # ids come from our own indexes
-            pipe.hget(key, "doc")
-        docs = await pipe.execute()
+        """Records of ONE partition's sessions in the order of the ids (None where unknown):
+        one script call, one reply (a pipeline of HGETs parses a reply per session)."""
+        if not session_ids:
+            return []
+        keys = [self._session_key(session_id) or "" for session_id in session_ids]
+        docs = await self._docs_script(keys=keys)
         return [None if doc is None else _RECORD_DECODER.decode(doc) for doc in docs]
 
     async def load_fraud_blob(self, session_id: str) -> bytes | None:
@@ -99,15 +103,20 @@ class SessionStore:
     async def write(self, change: SessionWrite) -> WriteOutcome:
         """Apply one change and append its event in one atomic step (Lua)."""
         keys, args = self._write_call(change)
-        return _outcome(await self._write_script(keys=keys, args=args))
+        return _outcome((await self._write_script(keys=keys, args=args))[0])
 
     async def write_many(self, changes: list[SessionWrite]) -> list[WriteOutcome]:
-        """Many independent changes in one round trip (each still its own atomic step)."""
-        pipe = self._redis.pipeline(transaction=False)
+        """Changes of ONE partition in one script call (one slot on Cluster), each still
+        checked and applied on its own; one reply to parse instead of one per change."""
+        keys: list[str] = []
+        args: list[Any] = []
         for change in changes:
-            keys, args = self._write_call(change)
-            await self._write_script(keys=keys, args=args, client=pipe)
-        return [_outcome(result) for result in await pipe.execute()]
+            k, a = self._write_call(change)
+            keys += k
+            args += a
+        if not keys:
+            return []
+        return [_outcome(r) for r in await self._write_script(keys=keys, args=args)]
 
     def _write_call(self, change: SessionWrite) -> tuple[list[str], list[Any]]:
         record = change.record
