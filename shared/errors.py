@@ -113,6 +113,14 @@ class AlreadyConfirmed(ServiceError):
     recoverable = False
 
 
+class PaymentInProgress(ServiceError):
+    """Raised when a change meets a session held by a charge in flight (retry shortly)."""
+
+    code = "already_confirmed"
+    status = 409
+    recoverable = True
+
+
 class SessionExpired(ServiceError):
     """Raised when an expired session is asked to change, or its client secret is used."""
 

@@ -13,7 +13,7 @@ SECRET_MARKER = "_secret_"  # noqa: S105  (the seed's separator, not a secret)
 _SESSION_ID_LEN = len(SESSION_PREFIX) + 16
 
 
-def _random_base62(n: int) -> str:
+def random_base62(n: int) -> str:
     """n uniformly random base62 characters from the OS CSPRNG.
 
     One big random integer cut into base62 digits (8 spare bytes keep the modulo bias below
@@ -34,7 +34,7 @@ def partition_of_account(account_uid: str) -> int:
 
 def new_session_id(partition: int) -> str:
     """`cs_` + 16 base62 chars; the first encodes the partition, 15 are random (~89 bits)."""
-    return SESSION_PREFIX + BASE62[partition] + _random_base62(15)
+    return SESSION_PREFIX + BASE62[partition] + random_base62(15)
 
 
 def partition_of_session(session_id: str) -> int | None:
@@ -50,12 +50,12 @@ def partition_of_session(session_id: str) -> int | None:
 
 def new_client_secret(session_id: str) -> str:
     """`<session_id>_secret_<32 random base62 chars>` (~190 bits)."""
-    return session_id + SECRET_MARKER + _random_base62(32)
+    return session_id + SECRET_MARKER + random_base62(32)
 
 
 def new_event_id() -> str:
-    return "evt_" + _random_base62(20)
+    return "evt_" + random_base62(20)
 
 
 def new_request_id() -> str:
-    return "req_" + _random_base62(20)
+    return "req_" + random_base62(20)

@@ -37,6 +37,11 @@ class Keys:
         """ZSET like `account_index`, holding only one customer's sessions."""
         return f"{self.tag(partition)}:a:{account_uid}:cu:{customer_id}"
 
+    def charge_hold(self, partition: int, session_id: str) -> str:
+        """STRING (msgpack): the charge attempt holding the session while it is in flight;
+        no TTL: it is dropped by the charge's outcome, or by reconciliation."""
+        return f"{self.tag(partition)}:hold:{session_id}"
+
     def account_events(self, partition: int, account_uid: str) -> str:
         """STREAM: one entry per event of the account, with the partition stream's entry id
         (field `t`: event type); the event itself is read from `events`."""
@@ -86,3 +91,45 @@ class Keys:
         hash of the value: a key name never holds PII."""
         tag = self.tag(partition_of_account(account_uid))
         return f"{tag}:rv:{account_uid}:{dimension}:{digest}"
+
+    def event_dead_letters(self, partition: int, group: str) -> str:
+        """STREAM: entries consumer group `group` gave up on (fields `id` = the partition
+        stream's entry id, `e` = the envelope, `deliveries`, `reason`)."""
+        return f"{self.tag(partition)}:events:dead:{group}"
+
+    def event_trim_turn(self) -> str:
+        """STRING with a TTL of one trim interval: the worker whose turn it is to trim."""
+        return f"{self.prefix}:events:trim-turn"
+
+    # --- webhooks (docs/webhooks.md): an account's endpoints and deliveries share its tag,
+    # and with it the slot of its partition's event stream.
+
+    def webhook_endpoint(self, account_uid: str, endpoint_id: str) -> str:
+        """HASH: doc (msgpack endpoint), v (version for compare-and-set), sk (AES-GCM signing
+        secrets), after (the partition stream's last entry id when it was created)."""
+        tag = self.tag(partition_of_account(account_uid))
+        return f"{tag}:a:{account_uid}:we:{endpoint_id}"
+
+    def webhook_endpoints(self, account_uid: str) -> str:
+        """ZSET score=created ms, member=endpoint id: the account's webhook endpoints."""
+        return f"{self.tag(partition_of_account(account_uid))}:a:{account_uid}:we"
+
+    def webhook_delivery(self, account_uid: str, delivery_id: str) -> str:
+        """HASH with a TTL: doc (msgpack delivery), v (version for compare-and-set), body (the
+        exact event JSON every attempt sends)."""
+        tag = self.tag(partition_of_account(account_uid))
+        return f"{tag}:a:{account_uid}:wd:{delivery_id}"
+
+    def webhook_endpoint_deliveries(self, account_uid: str, endpoint_id: str) -> str:
+        """ZSET (scores 0) of `<inverted created ms>:<delivery id>`: newest first by lex order,
+        capped and expiring with the deliveries it lists."""
+        tag = self.tag(partition_of_account(account_uid))
+        return f"{tag}:a:{account_uid}:we:{endpoint_id}:wd"
+
+    def webhook_due(self, partition: int) -> str:
+        """ZSET score=next attempt ms, member=`<delivery id>:<account>`: pending deliveries of
+        the partition, for the safety sweep that re-queues a lost attempt."""
+        return f"{self.tag(partition)}:wh:due"
+
+    def all_webhook_due(self) -> list[str]:
+        return [self.webhook_due(p) for p in range(PARTITIONS)]

@@ -12,7 +12,9 @@ from shared.crypto import DataCipher
 from shared.errors import (
     AlreadyConfirmed,
     InternalError,
+    NotAuthenticated,
     NotFound,
+    PaymentInProgress,
     SemanticValidationFailed,
     SessionExpired,
     ValidationFailed,
@@ -30,6 +32,7 @@ from shared.events.model import (
 )
 from shared.idempotency.service import Claim, IdempotencyService
 from shared.ids import (
+    SECRET_MARKER,
     new_client_secret,
     new_event_id,
     new_session_id,
@@ -190,6 +193,25 @@ class SessionService:
         except Exception:
             log.exception("session.enqueue_failed", session_id=record.id)
 
+    # --- browser credential ---------------------------------------------------------------
+
+    async def authenticate_secret(self, session_id: str, secret: str) -> SessionRecord:
+        """The session a client secret opens: only its own, compared in constant time.
+
+        Unknown session, another session's secret and a wrong secret all answer the same 401;
+        the secret of an expired session answers 410 (the seed's `session_expired`)."""
+        owner, marker, _ = secret.partition(SECRET_MARKER)
+        if not marker or owner != session_id:
+            raise NotAuthenticated("Invalid client secret for this session")
+        stored = await self._store.load(session_id)
+        # Hash even when unknown, so timing does not tell which ids exist.
+        expected = stored.secret_hash if stored else "0" * 64
+        if not self._cipher.secret_matches(secret, expected) or stored is None:
+            raise NotAuthenticated("Invalid client secret for this session")
+        if effective_status(stored.record, self._clock.now_ms()) == "expired":
+            raise SessionExpired("This checkout session has expired")
+        return stored.record
+
     # --- read -------------------------------------------------------------------------
 
     async def _load_owned(self, account_uid: str, session_id: str) -> SessionRecord:
@@ -276,6 +298,8 @@ class SessionService:
             )
             if outcome.result == "ok":
                 return view
+            if outcome.result == "held":
+                raise PaymentInProgress("A payment of this session is in progress")
         raise InternalError("session changed concurrently too often; retry")
 
     @staticmethod
@@ -313,11 +337,17 @@ class SessionService:
             if record.status != "open" or (reason == "time" and record.expires_at_ms > now):
                 return record, False
             change = self._expired_change(record, now, reason)
-            if (await self._store.write(change)).result == "ok":
+            result = (await self._store.write(change)).result
+            if result == "ok":
                 log.info(
                     "session.expired", session_id=session_id, reason=change.record.expired_reason
                 )
                 return change.record, True
+            if result == "held":
+                # A charge in flight holds the session; its outcome decides (DESIGN.md).
+                if reason == "merchant":
+                    raise PaymentInProgress("A payment of this session is in progress")
+                return record, False
         raise InternalError("session changed concurrently too often; retry")
 
     def _expired_change(
@@ -369,6 +399,8 @@ class SessionService:
         for record, outcome in zip(due, outcomes, strict=True):
             if outcome.result == "ok":
                 lags.append(now - record.expires_at_ms)
+            elif outcome.result == "held":
+                continue  # the charge's outcome decides; the schedule keeps it for later
             elif (await self._expire(record.id, "time"))[1]:
                 # Changed meanwhile (a PATCH, a racing worker): one guarded retry decides.
                 lags.append(self._clock.now_ms() - record.expires_at_ms)
@@ -419,6 +451,8 @@ class SessionService:
             )
             if outcome.result == "ok":
                 return True
+            if outcome.result == "held":
+                return False  # confirm scores inline before it holds: this decision is late
         raise InternalError("session changed concurrently too often; retry")
 
 

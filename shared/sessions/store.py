@@ -39,10 +39,12 @@ class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str = ""
     idempotency_record: bytes = b""
     idempotency_ttl: int = 0
+    # Set by a held charge's own outcome: the write drops the hold instead of being refused.
+    release_hold: bool = False
 
 
 class WriteOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    result: Literal["ok", "exists", "conflict"]
+    result: Literal["ok", "exists", "conflict", "held"]
     sequence: int
     stream_id: str | None = None
 
@@ -141,6 +143,7 @@ class SessionStore:
             customer_key,
             change.idempotency_key or session_key,
             k.account_events(partition, record.account_uid),
+            k.charge_hold(partition, record.id),
         ]
         args = [
             0 if change.previous_status is None else record.sequence - 1,
@@ -155,6 +158,7 @@ class SessionStore:
             change.idempotency_ttl,
             "1" if record.customer_id else "",
             change.event_type,
+            "release" if change.release_hold else "",
         ]
         return keys, args
 

@@ -3,16 +3,18 @@
 -- expiry loop batches them); each is checked and applied on its own. All keys of a call
 -- share the partition's {pNN} hash tag.
 --
--- Per change i, 9 KEYS from (i-1)*9: 1 session hash, 2 event stream, 3 expiry schedule,
+-- Per change i, 10 KEYS from (i-1)*10: 1 session hash, 2 event stream, 3 expiry schedule,
 --   4 account index, 5 old status index, 6 new status index, 7 customer index (or the
 --   session key when none), 8 idempotency record (or the session key when none),
---   9 the account's event index stream
--- and 12 ARGV from (i-1)*12: 1 expected sequence (0 = create), 2 new sequence,
+--   9 the account's event index stream, 10 the session's charge hold
+-- and 13 ARGV from (i-1)*13: 1 expected sequence (0 = create), 2 new sequence,
 --   3 record (msgpack), 4 event (JSON), 5 index member, 6 expires_at ms ('' = not open),
 --   7 secret hash ('' = keep), 8 encrypted fraud signals ('' = keep),
 --   9 idempotency record ('' = none), 10 its TTL in seconds, 11 '1' when a customer index,
---   12 event type
--- Returns per change {'ok', new sequence, stream entry id} | {'exists', seq} | {'conflict', seq}
+--   12 event type, 13 hold mode: '' = refuse while a charge holds the session,
+--   'release' = this is the held charge's outcome (drops the hold)
+-- Returns per change {'ok', new sequence, stream entry id} | {'exists', seq} |
+--   {'conflict', seq} | {'held', seq}
 
 local function apply(K, A)
   local expected = tonumber(A[1])
@@ -22,6 +24,12 @@ local function apply(K, A)
   end
   if current ~= expected then
     return {'conflict', current}
+  end
+  -- A confirm whose charge is in flight holds the session: only its outcome may change it.
+  if A[13] == 'release' then
+    redis.call('DEL', K[10])
+  elseif redis.call('EXISTS', K[10]) == 1 then
+    return {'held', current}
   end
 
   redis.call('HSET', K[1], 'doc', A[3], 'seq', A[2])
@@ -53,10 +61,10 @@ local function apply(K, A)
 end
 
 local results = {}
-for i = 0, #KEYS / 9 - 1 do
+for i = 0, #KEYS / 10 - 1 do
   results[i + 1] = apply(
-    {unpack(KEYS, i * 9 + 1, i * 9 + 9)},
-    {unpack(ARGV, i * 12 + 1, i * 12 + 12)}
+    {unpack(KEYS, i * 10 + 1, i * 10 + 10)},
+    {unpack(ARGV, i * 13 + 1, i * 13 + 13)}
   )
 end
 return results
