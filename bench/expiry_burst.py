@@ -82,8 +82,9 @@ async def _lags(settings: Settings, expires_ms: int) -> list[int]:
 
 async def _cleanup(settings: Settings) -> None:
     redis = Redis.from_url(settings.redis_url)
-    async for key in redis.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-        await redis.delete(key)
+    for pattern in (f"{settings.key_prefix}:*", f"arq:*{settings.key_prefix}:*"):
+        async for key in redis.scan_iter(match=pattern, count=1000):
+            await redis.delete(key)
     await redis.aclose()
 
 
@@ -96,9 +97,7 @@ def main() -> None:
     settings = _settings(args.redis_url)
     lead_s = 5 + args.sessions / 1500  # time to create them all before they fall due
     log_dir = Path(tempfile.mkdtemp(prefix="bench-expiry-"))
-    procs = [
-        start_worker(settings, "expiry", log_dir / f"w{i}.log") for i in range(args.workers)
-    ]
+    procs = [start_worker(settings, "expiry", log_dir / f"w{i}.log") for i in range(args.workers)]
     try:
         expires_ms = asyncio.run(_create(settings, args.sessions, lead_s))
         wait_s = max(0.0, expires_ms / 1000 - time.time()) + 3 + args.sessions / 2000

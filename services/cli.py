@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -53,6 +54,18 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _stream_id(value: str) -> str:
+    if value != "$" and not re.fullmatch(r"[0-9]{1,20}(-[0-9]{1,20})?", value):
+        raise argparse.ArgumentTypeError(f"expected $ or a stream id like 1700000000000-0: {value}")
+    return value
+
+
+def _group_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise argparse.ArgumentTypeError(f"expected 1-64 of A-Z a-z 0-9 _ . : -, got {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -95,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("openapi", help="print the OpenAPI schema as JSON")
+
+    events = commands.add_parser("events", help="event stream tools")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
+    tail = event_commands.add_parser(
+        "tail", help="print events as JSON lines (the stored envelopes), following new ones"
+    )
+    tail.add_argument(
+        "--group",
+        type=_group_name,
+        help="read through this consumer group (created if missing) and ack what is printed",
+    )
+    tail.add_argument(
+        "--from",
+        dest="from_id",
+        type=_stream_id,
+        metavar="ID",
+        help="start after this stream id: 0 = every event kept, $ = only new ones (default); "
+        "with --group, where the group starts when it is created",
+    )
     return parser
 
 
@@ -119,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if command == "openapi":
         return _openapi(settings)
+    if command == "events":  # `tail` is its only subcommand (required by the parser)
+        return _events_tail(settings, group=args.group, from_id=args.from_id)
     raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
 
@@ -197,6 +231,72 @@ def _openapi(settings: Settings) -> int:
     # them, json.dumps does not; the round trip only adds the indentation.
     print(json.dumps(json.loads(encode_json(schema)), indent=2))
     return 0
+
+
+def _events_tail(settings: Settings, *, group: str | None, from_id: str | None) -> int:
+    import asyncio
+
+    from shared.logging import configure_logging
+
+    # stdout carries nothing but events (it is meant for pipes): logs go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        configure_logging(settings)
+    try:
+        asyncio.run(_tail_events(settings, group=group, from_id=from_id))
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly; Python's final flush must not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+async def _tail_events(settings: Settings, *, group: str | None, from_id: str | None) -> None:
+    import asyncio
+    import socket
+
+    from shared.events.model import EVENT_ENCODER
+    from shared.events.stream import EventConsumer, StreamTail
+    from shared.redis.client import create_redis
+    from shared.redis.keys import Keys
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Reads block at most a second, so Ctrl-C stops within one and closes cleanly.
+        loop.add_signal_handler(sig, stop.set)
+    redis = create_redis(settings, client_name="hosted-sessions-tail")
+    keys = Keys(settings.key_prefix)
+    out = sys.stdout.buffer
+    start = from_id or "$"
+    ready = f"hosted-sessions events tail: following every partition from {start}"
+    try:
+        if group is None:
+            tail = StreamTail(redis, keys, start_id=start)
+            await tail.start()
+            print(f"{ready}; Ctrl-C stops", file=sys.stderr, flush=True)
+            while not stop.is_set():
+                for _, raw in await tail.read():
+                    out.write(raw + b"\n")
+                out.flush()
+            return
+        member = f"tail:{socket.gethostname()}:{os.getpid()}"
+        consumer = EventConsumer(redis, keys, group, member, start_id=start)
+        try:
+            await consumer.ensure_groups()
+            print(
+                f"{ready} as {member} of group {group}; Ctrl-C stops", file=sys.stderr, flush=True
+            )
+            while not stop.is_set():
+                messages = await consumer.read()
+                for message in messages:
+                    # msgspec writes the decoded envelope back byte for byte as stored.
+                    out.write(EVENT_ENCODER.encode(message.event) + b"\n")
+                out.flush()
+                # Acked once printed: a tail killed in between prints them again (at least once).
+                await consumer.ack(messages)
+        finally:
+            await consumer.close()
+    finally:
+        await redis.aclose(close_connection_pool=True)
 
 
 def ensure_data_key(path: Path) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -48,6 +48,46 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_metrics_host: str = "127.0.0.1"
     # Where `dev` keeps its local key pair, JWKS and data key between runs.
     dev_dir: str = ".dev"
+    # Event streams: an entry stays at least this long even once every consumer group has
+    # read it (replay through GET /v1/events), and no longer than the maximum even when a
+    # group has not (a forgotten group must not fill Redis, which runs with noeviction).
+    event_min_retention_seconds: int = 86_400
+    event_max_retention_seconds: int = 604_800
+    event_trim_interval_seconds: int = 60
+    # Webhooks: a delivery attempt succeeds on a 2xx within this many seconds (no redirects).
+    webhook_timeout_seconds: float = 10.0
+    # Seconds before each retry after a failed attempt (jitter adds up to 20 %); the last
+    # failure marks the delivery dead. The default spans about 3 days and 3 hours.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    # Dev and test seam: let endpoints resolve to private/loopback addresses (ignored in
+    # production, where such destinations are always refused).
+    webhook_allow_private: bool = False
+    # Requests in flight per receiving host (scheme, host, port) in each worker process; an
+    # attempt that finds them all busy for a second is put back, not counted as failed.
+    webhook_connections_per_host: int = 8
+    # How long a fee quote holds (capped at its session's expiry): long enough to type a
+    # card, short enough that a schedule change reaches shoppers soon (docs/fees.md).
+    fee_quote_ttl_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 300
+    # Browser endpoints (docs/browser-security.md). The client address is the TCP peer unless
+    # this many proxies we run append to X-Forwarded-For (0: the header is never trusted).
+    trusted_proxy_hops: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    # Calls per minute, per session (after its secret is verified) and per client address;
+    # 0 turns a limit off. Confirm and the SMS challenge are stricter than reads.
+    rate_limit_reads_per_session: Annotated[int, msgspec.Meta(ge=0)] = 120
+    rate_limit_reads_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 600
+    rate_limit_confirms_per_session: Annotated[int, msgspec.Meta(ge=0)] = 10
+    rate_limit_confirms_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 30
+    rate_limit_challenges_per_session: Annotated[int, msgspec.Meta(ge=0)] = 10
+    rate_limit_challenges_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 30
+    # Card-testing guard: declined charges per hour within one account, per card and per
+    # client address, before confirm refuses further attempts (0: off).
+    card_testing_failures_per_card: Annotated[int, msgspec.Meta(ge=0)] = 5
+    card_testing_failures_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 10
+    # How long browsers may cache a CORS preflight (Chrome caps it at 7200).
+    cors_max_age_seconds: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 600
+    # How long each API process reuses an account's allowed origins before re-reading them
+    # (a change made through this process applies at once; others within this time).
+    origin_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
 
     def __post_init__(self) -> None:
         if self.env == "production" and self.clock_offset_ms:

@@ -151,3 +151,105 @@ class InternalError(ServiceError):
     code = "processing_error"
     status = 500
     recoverable = True
+
+
+class CardDeclined(ServiceError):
+    """Raised when the processor declines the card (another card may work)."""
+
+    code: ClassVar[ErrorCode] = "card_declined"
+    status = 402
+    recoverable = True
+
+
+class FraudDeclined(CardDeclined):
+    """Raised when the risk decision refuses the payment (told as a plain decline)."""
+
+    recoverable = False
+
+
+class ExpiredCard(CardDeclined):
+    """Raised when the card's expiry has passed."""
+
+    code = "expired_card"
+
+
+class IncorrectCvc(CardDeclined):
+    """Raised when the processor rejects the card's security code."""
+
+    code = "incorrect_cvc"
+
+
+class InsufficientFunds(CardDeclined):
+    """Raised when the processor reports insufficient funds."""
+
+    code = "insufficient_funds"
+
+
+_CARD_ERRORS: dict[str, type[CardDeclined]] = {
+    cls.code: cls for cls in (CardDeclined, ExpiredCard, IncorrectCvc, InsufficientFunds)
+}
+
+
+def card_error(code: str, message: str) -> CardDeclined:
+    """The 402 error for a processor's decline code."""
+    return _CARD_ERRORS.get(code, CardDeclined)(message)
+
+
+class ProcessorFailed(ServiceError):
+    """Raised when the processor could not process the payment (safe to retry)."""
+
+    code = "processing_error"
+    status = 502
+    recoverable = True
+
+
+class ProcessorUnreachable(ServiceError):
+    """Raised when the processor did not answer; a retry learns the outcome, never doubles it."""
+
+    code = "network_error"
+    status = 503
+    recoverable = True
+
+
+class ChallengeRequired(ServiceError):
+    """Raised when an elevated-risk session confirms without a passed SMS challenge."""
+
+    code = "challenge_required"
+    status = 403
+    recoverable = True
+
+
+class ChallengeFailed(ServiceError):
+    """Raised when an SMS code is wrong or expired (recoverable while attempts remain)."""
+
+    code = "challenge_failed"
+    status = 403
+    recoverable = True
+
+
+class ChallengeLocked(ChallengeFailed):
+    """Raised when the challenge's attempts are spent."""
+
+    recoverable = False
+
+
+class DuplicatePayment(ServiceError):
+    """Raised when the same method paid the same amount for the customer moments ago."""
+
+    code = "duplicate_payment"
+    status = 409
+    recoverable = False
+
+
+class OriginNotAllowed(ServiceError):
+    """Raised when a browser call comes from an origin the account does not allow."""
+
+    code = "origin_not_allowed"
+    status = 403
+    recoverable = False
+
+
+class PaymentAttemptsExhausted(RateLimited):
+    """Raised when a session has spent its failed-payment attempts (card-testing guard)."""
+
+    recoverable = False

@@ -10,6 +10,7 @@ from arq.cron import CronJob
 from arq.worker import Function
 from redis.asyncio import Redis
 
+from shared.checkout.service import CheckoutService
 from shared.clock import Clock
 from shared.config import Settings
 from shared.crypto import DataCipher
@@ -23,6 +24,7 @@ class WorkerContext:
     redis: Redis
     keys: Keys
     sessions: SessionService
+    checkout: CheckoutService
     cipher: DataCipher
     clock: Clock
     # Unique per process: names this worker in consumer groups and health keys.

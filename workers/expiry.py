@@ -17,6 +17,7 @@ import structlog
 from shared.jobs import EXPIRY_QUEUE
 from shared.leases import PartitionLeases
 from workers.context import QueueSpec, WorkerContext
+from workers.events import trim_loop
 from workers.metrics import EXPIRY_LAG, EXPIRY_PARTITIONS
 
 log = structlog.get_logger(__name__)
@@ -43,10 +44,13 @@ async def expiry_loop(app: WorkerContext) -> None:
                 batches = await asyncio.gather(
                     *(app.sessions.expire_due(partition, BATCH) for partition in held)
                 )
-                for lags in batches:
-                    for lag in lags:
+                for batch in batches:
+                    for lag in batch.lags:
                         EXPIRY_LAG.observe(lag / 1000)
-                full = any(len(lags) >= BATCH for lags in batches)
+                    for session_id in batch.held:
+                        # A charge whose request died holds the session: ask the processor.
+                        await app.checkout.reconcile(session_id)
+                full = any(len(b.lags) + len(b.held) >= BATCH for b in batches)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -61,4 +65,6 @@ async def expiry_loop(app: WorkerContext) -> None:
         await asyncio.shield(leases.release())
 
 
-SPEC = QueueSpec(name=EXPIRY_QUEUE, job_timeout=10, loops=[expiry_loop])
+# Event-stream trimming rides along: every deployment runs expiry workers, and the trim
+# takes one worker's turn per interval (shared/events/trim.py).
+SPEC = QueueSpec(name=EXPIRY_QUEUE, job_timeout=10, loops=[expiry_loop, trim_loop])

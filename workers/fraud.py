@@ -1,4 +1,4 @@
-"""Fraud scoring of new sessions."""
+"""Fraud scoring of new sessions: one job per session, enqueued at create."""
 
 from __future__ import annotations
 
@@ -8,18 +8,40 @@ import structlog
 from arq.worker import func
 
 from shared.jobs import FRAUD_QUEUE, TASK_SCORE_SESSION
-from workers.context import QueueSpec
+from shared.risk.service import RiskService
+from shared.risk.store import RiskStore
+from workers.context import QueueSpec, app_of
 from workers.logctx import bind_job
 
 log = structlog.get_logger(__name__)
 
-JOB_TIMEOUT_SECONDS = 10
+# Scoring takes milliseconds. Short, because a SIGKILLed worker's job re-runs only after arq's
+# in-progress key lapses (the longest timeout + 10 s).
+JOB_TIMEOUT_SECONDS = 5
 
 
-async def score_session(ctx: dict[str, Any], session_id: str) -> None:
-    """Placeholder until fraud scoring lands (issue 3): the session's risk stays `pending`."""
+def _risk_service(ctx: dict[str, Any]) -> RiskService:
+    """Two plain objects over the process's shared pool and services: nothing connects or
+    registers per job (arq hands each job a fresh copy of ctx, so there is no cache to keep)."""
+    app = app_of(ctx)
+    return RiskService(RiskStore(app.redis, app.keys), app.sessions, app.cipher)
+
+
+async def score_session(ctx: dict[str, Any], session_id: str) -> bool:
+    """Score one session's fraud signals once; True if this run recorded the decision."""
     bind_job(ctx, TASK_SCORE_SESSION, session_id=session_id)
-    log.info("session.score_skipped", reason="fraud scoring not implemented yet")
+    outcome = await _risk_service(ctx).score_session(session_id)
+    # Reason codes and the score only: the signals themselves are PII and never logged.
+    if outcome.written and outcome.assessment is not None:
+        log.info(
+            "session.risk_scored",
+            score=outcome.assessment.score,
+            level=outcome.assessment.level,
+            reasons=list(outcome.assessment.reasons),
+        )
+    else:
+        log.info("session.score_skipped", reason=outcome.skipped)
+    return outcome.written
 
 
 SPEC = QueueSpec(

@@ -6,22 +6,47 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from services.api.accounts.routes import AccountSettingsController
+from services.api.browser_policy import BrowserPolicy
+from services.api.checkout.challenge_routes import ChallengeController
+from services.api.checkout.fee_routes import FeeQuoteController
+from services.api.checkout.routes import CheckoutController
 from services.api.errors import EXCEPTION_HANDLERS
+from services.api.events.routes import EventController
 from services.api.health import healthz, readyz
 from services.api.lifespan import lifespan
 from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
 from services.api.sessions.routes import SessionController
+from services.api.wallet.routes import WalletController
+from services.api.webhooks.routes import WebhookController
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     """The API application; nothing connects until its lifespan starts."""
+    browser = BrowserPolicy(settings)
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, SessionController],
+        route_handlers=[
+            healthz,
+            readyz,
+            metrics,
+            SessionController,
+            AccountSettingsController,
+            WebhookController,
+            EventController,
+            CheckoutController,
+            ChallengeController,
+            FeeQuoteController,
+            WalletController,
+        ],
         lifespan=[lifespan(settings, clock or SystemClock(settings.clock_offset_ms))],
         exception_handlers=EXCEPTION_HANDLERS,
+        # Runs after the guards: the browser routes' per-session limit counts verified
+        # credentials only. No route may set its own before_request (a test checks).
+        before_request=browser.limit_session,
+        before_send=[browser.forget_changed_origins],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Hosted Sessions",
@@ -42,5 +67,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     )
     # Outside the router (Litestar's own middleware runs only for matched routes), so 404s,
     # 405s and every other error get a request id, the X-Request-Id header and a log line.
-    app.asgi_handler = request_context_middleware(app.asgi_handler)
+    # Browser CORS and address limits inside it: their own answers (preflights, 429s) carry
+    # the request id too.
+    app.asgi_handler = request_context_middleware(browser.middleware(app.asgi_handler))
     return app

@@ -2,21 +2,61 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, Request
 from redis.asyncio import Redis
 
 from services.api.auth.admin import AdminAuthenticator, JWKSCache
+from shared.accounts.service import AccountService
+from shared.accounts.store import AccountStore
+from shared.challenge.service import ChallengeService
+from shared.checkout.service import CheckoutService
 from shared.clock import Clock
 from shared.config import Settings
 from shared.idempotency.service import IdempotencyService
+from shared.ratelimit import RequestLimits, build_rate_limits
 from shared.redis.client import create_redis
+from shared.redis.keys import Keys
 from shared.sessions.service import SessionService
-from shared.wiring import build_session_service
+from shared.wallet.store import WalletStore
+from shared.wiring import (
+    build_challenge_service,
+    build_checkout_service,
+    build_session_service,
+)
+
+
+@dataclass(slots=True)
+class AccountOriginCache:
+    """Each account's allowed origins, kept `ttl_s` in this process: browser calls read them
+    on every request, and they change rarely (a PATCH through this process forgets them)."""
+
+    ttl_s: float
+    max_accounts: int = 10_000
+    _entries: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+
+    def get(self, account_uid: str) -> frozenset[str] | None:
+        """The cached origins, or None when absent or older than the TTL."""
+        entry = self._entries.get(account_uid)
+        if entry is None or time.monotonic() - entry[0] >= self.ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, account_uid: str, origins: frozenset[str]) -> None:
+        """Remember an account's origins from now on."""
+        if len(self._entries) >= self.max_accounts:
+            # Bounded memory: dropping everything once in a while costs a re-read each.
+            self._entries.clear()
+        self._entries[account_uid] = (time.monotonic(), origins)
+
+    def forget(self, account_uid: str) -> None:
+        """Drop an account's entry (its settings just changed)."""
+        self._entries.pop(account_uid, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +69,30 @@ class AppServices:
     idempotency: IdempotencyService
     admin_auth: AdminAuthenticator
     jwks: JWKSCache
+    checkout: CheckoutService
+    wallet: WalletStore
+    clock: Clock
+    challenge: ChallengeService
+    accounts: AccountService
+    limits: RequestLimits
+    origin_cache: AccountOriginCache
+
+    async def allowed_origins(self, account_uid: str) -> set[str]:
+        """Origins the account allows for browser calls beyond the session's own."""
+        origins = self.origin_cache.get(account_uid)
+        if origins is None:
+            settings = await self.accounts.settings(account_uid)
+            origins = frozenset(settings.origins.allowed_origins)
+            self.origin_cache.put(account_uid, origins)
+        return set(origins)
 
 
 def build_services(settings: Settings, clock: Clock) -> AppServices:
     """Wire the clients (nothing connects until first use)."""
     redis = create_redis(settings, client_name="hosted-sessions-api")
     sessions, idempotency = build_session_service(settings, redis, clock)
+    checkout, wallet = build_checkout_service(settings, redis, sessions, clock)
+    limits, card_testing = build_rate_limits(settings, redis, clock)
     jwks = JWKSCache(settings)
     return AppServices(
         settings=settings,
@@ -43,6 +101,14 @@ def build_services(settings: Settings, clock: Clock) -> AppServices:
         idempotency=idempotency,
         admin_auth=AdminAuthenticator(settings, jwks),
         jwks=jwks,
+        # Only the API's confirm knows the client address the guard counts by.
+        checkout=checkout.with_card_testing(card_testing),
+        wallet=wallet,
+        clock=clock,
+        challenge=build_challenge_service(settings, redis, sessions, clock),
+        accounts=AccountService(AccountStore(redis, Keys(settings.key_prefix))),
+        limits=limits,
+        origin_cache=AccountOriginCache(ttl_s=settings.origin_cache_seconds),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -59,10 +59,86 @@ class SessionRiskScored(EventBase, frozen=True, kw_only=True, tag="hosted_sessio
     data: RiskScoredData
 
 
-Event = SessionCreated | SessionUpdated | SessionExpiredEvent | SessionRiskScored
+class PaymentError(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class PaymentFailedData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+    error: PaymentError
+
+
+class SessionCompleted(EventBase, frozen=True, kw_only=True, tag="hosted_session.completed"):
+    data: SessionData
+
+
+class SessionPaymentFailed(
+    EventBase, frozen=True, kw_only=True, tag="hosted_session.payment_failed"
+):
+    data: PaymentFailedData
+
+
+class ChallengeRequiredData(msgspec.Struct, frozen=True, kw_only=True):
+    """A code went out by SMS (never the code or the phone)."""
+
+    object: SessionView
+    expires_at: str  # the code's expiry
+    sends: int  # codes sent for this session so far, this one included
+    resends_left: int
+    attempts_left: int
+
+
+class ChallengeFailedData(msgspec.Struct, frozen=True, kw_only=True):
+    object: SessionView
+    reason: Literal["wrong_code", "expired"]
+    attempts_left: int
+    # Wrong codes are spent: no code can pass this session's challenge any more.
+    locked: bool
+
+
+class SessionChallengeRequired(
+    EventBase, frozen=True, kw_only=True, tag="hosted_session.challenge_required"
+):
+    data: ChallengeRequiredData
+
+
+class SessionChallengeSucceeded(
+    EventBase, frozen=True, kw_only=True, tag="hosted_session.challenge_succeeded"
+):
+    data: SessionData
+
+
+class SessionChallengeFailed(
+    EventBase, frozen=True, kw_only=True, tag="hosted_session.challenge_failed"
+):
+    data: ChallengeFailedData
+
+
+Event = (
+    SessionCreated
+    | SessionUpdated
+    | SessionExpiredEvent
+    | SessionRiskScored
+    | SessionCompleted
+    | SessionPaymentFailed
+    | SessionChallengeRequired
+    | SessionChallengeSucceeded
+    | SessionChallengeFailed
+)
 EVENT_TYPES: tuple[str, ...] = tuple(
     str(cls.__struct_config__.tag)
-    for cls in (SessionCreated, SessionUpdated, SessionExpiredEvent, SessionRiskScored)
+    for cls in (
+        SessionCreated,
+        SessionUpdated,
+        SessionExpiredEvent,
+        SessionRiskScored,
+        SessionCompleted,
+        SessionPaymentFailed,
+        SessionChallengeRequired,
+        SessionChallengeSucceeded,
+        SessionChallengeFailed,
+    )
 )
 
 EVENT_DECODER = msgspec.json.Decoder(Event)

@@ -94,14 +94,24 @@ def card_outcome(pan: str) -> Outcome:
 
 
 def outcome_of_token(token: str) -> Outcome:
-    """`tok_<kind>_<outcome>[_<id>]` -> outcome; unknown outcomes succeed."""
-    parts = token.split("_")
-    known = set(_FAILURES) | {"success", "network_error", "slow"}
-    for size in (2, 1):  # outcomes spelled with one or two words
-        candidate = "_".join(parts[2 : 2 + size])
-        if candidate in known:
-            return candidate  # type: ignore[return-value]  # checked against the literal set
+    """The outcome a simulator token names anywhere in it (`tok_card_card_declined_…`,
+    `ach_insufficient_funds`, `slow`); tokens naming none succeed."""
+    for outcome in _OUTCOMES_LONGEST_FIRST:
+        if outcome in token:
+            return outcome
     return "success"
+
+
+_OUTCOMES_LONGEST_FIRST: tuple[Outcome, ...] = (
+    "insufficient_funds",
+    "processing_error",
+    "card_declined",
+    "network_error",
+    "incorrect_cvc",
+    "expired_card",
+    "success",
+    "slow",
+)
 
 
 class SimulatedProcessor:

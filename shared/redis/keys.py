@@ -11,6 +11,14 @@ from __future__ import annotations
 from shared.ids import PARTITIONS, partition_of_account
 
 
+def seg(value: str) -> str:
+    """A caller-supplied value as one key segment: `%`, `:` and braces are escaped, so no
+    account, customer or idempotency key can reach into another's keys or hash tag."""
+    if not any(c in value for c in "%:{}"):
+        return value
+    return value.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
+
+
 class Keys:
     """Key builder bound to a prefix (tests use their own prefix so they never collide)."""
 
@@ -27,29 +35,48 @@ class Keys:
 
     def account_index(self, partition: int, account_uid: str) -> str:
         """ZSET (all scores 0, ordered by member): `<inverted created ms>:<session id>`."""
-        return f"{self.tag(partition)}:a:{account_uid}:all"
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:all"
 
     def status_index(self, partition: int, account_uid: str, status: str) -> str:
         """ZSET like `account_index`, holding only sessions in `status`."""
-        return f"{self.tag(partition)}:a:{account_uid}:st:{status}"
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:st:{status}"
 
     def customer_index(self, partition: int, account_uid: str, customer_id: str) -> str:
         """ZSET like `account_index`, holding only one customer's sessions."""
-        return f"{self.tag(partition)}:a:{account_uid}:cu:{customer_id}"
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:cu:{seg(customer_id)}"
+
+    def wallet(self, partition: int, account_uid: str, customer_id: str) -> str:
+        """HASH method id -> msgpack SavedMethod: a customer's saved payment methods."""
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:cu:{seg(customer_id)}:wallet"
+
+    def duplicate_guard(self, partition: int, account_uid: str, digest: str) -> str:
+        """STRING with a TTL (the duplicate window): the session that paid this
+        (customer, fingerprint, amount) recently."""
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:dup:{digest}"
 
     def charge_hold(self, partition: int, session_id: str) -> str:
         """STRING (msgpack): the charge attempt holding the session while it is in flight;
         no TTL: it is dropped by the charge's outcome, or by reconciliation."""
         return f"{self.tag(partition)}:hold:{session_id}"
 
+    def fee_quote(self, partition: int, session_id: str, quote_id: str) -> str:
+        """STRING (msgpack `FeeQuote`) with a TTL a little past the quote's validity: a fee
+        promised to this session. The service's clock decides validity; the TTL cleans up."""
+        return f"{self.tag(partition)}:fq:{session_id}:{seg(quote_id)}"
+
+    def dev_sms_outbox(self, partition: int, session_id: str) -> str:
+        """STRING with a short TTL, dev and test only: the last SMS text sent for the session
+        (its challenge code), for tests and the developer to read. Never in production."""
+        return f"{self.tag(partition)}:dev:sms:{seg(session_id)}"
+
     def account_events(self, partition: int, account_uid: str) -> str:
         """STREAM: one entry per event of the account, with the partition stream's entry id
         (field `t`: event type); the event itself is read from `events`."""
-        return f"{self.tag(partition)}:a:{account_uid}:events"
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:events"
 
     def idempotency(self, partition: int, account_uid: str, key: str) -> str:
         """STRING (msgpack): the first response to an Idempotency-Key, or its in-flight lock."""
-        return f"{self.tag(partition)}:idem:{account_uid}:{key}"
+        return f"{self.tag(partition)}:idem:{seg(account_uid)}:{seg(key)}"
 
     def expiry_schedule(self, partition: int) -> str:
         """ZSET score=expires_at ms, member=session id: open sessions, for the safety sweep."""
@@ -83,19 +110,19 @@ class Keys:
 
     def account_settings(self, account_uid: str) -> str:
         """STRING (msgpack `AccountSettings`): the account's settings; absent = all defaults."""
-        return f"{self.tag(partition_of_account(account_uid))}:acct:{account_uid}:settings"
+        return f"{self.tag(partition_of_account(account_uid))}:acct:{seg(account_uid)}:settings"
 
     def risk_velocity(self, account_uid: str, dimension: str, digest: str) -> str:
         """ZSET score=created ms, member=session id: the account's scored sessions sharing one
         IP, email or phone within the velocity window (trimmed, with a TTL). `digest` is a keyed
         hash of the value: a key name never holds PII."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:rv:{account_uid}:{dimension}:{digest}"
+        return f"{tag}:rv:{seg(account_uid)}:{dimension}:{digest}"
 
     def event_dead_letters(self, partition: int, group: str) -> str:
         """STREAM: entries consumer group `group` gave up on (fields `id` = the partition
         stream's entry id, `e` = the envelope, `deliveries`, `reason`)."""
-        return f"{self.tag(partition)}:events:dead:{group}"
+        return f"{self.tag(partition)}:events:dead:{seg(group)}"
 
     def event_trim_turn(self) -> str:
         """STRING with a TTL of one trim interval: the worker whose turn it is to trim."""
@@ -108,23 +135,23 @@ class Keys:
         """HASH: doc (msgpack endpoint), v (version for compare-and-set), sk (AES-GCM signing
         secrets), after (the partition stream's last entry id when it was created)."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{account_uid}:we:{endpoint_id}"
+        return f"{tag}:a:{seg(account_uid)}:we:{endpoint_id}"
 
     def webhook_endpoints(self, account_uid: str) -> str:
         """ZSET score=created ms, member=endpoint id: the account's webhook endpoints."""
-        return f"{self.tag(partition_of_account(account_uid))}:a:{account_uid}:we"
+        return f"{self.tag(partition_of_account(account_uid))}:a:{seg(account_uid)}:we"
 
     def webhook_delivery(self, account_uid: str, delivery_id: str) -> str:
         """HASH with a TTL: doc (msgpack delivery), v (version for compare-and-set), body (the
         exact event JSON every attempt sends)."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{account_uid}:wd:{delivery_id}"
+        return f"{tag}:a:{seg(account_uid)}:wd:{delivery_id}"
 
     def webhook_endpoint_deliveries(self, account_uid: str, endpoint_id: str) -> str:
         """ZSET (scores 0) of `<inverted created ms>:<delivery id>`: newest first by lex order,
         capped and expiring with the deliveries it lists."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{account_uid}:we:{endpoint_id}:wd"
+        return f"{tag}:a:{seg(account_uid)}:we:{endpoint_id}:wd"
 
     def webhook_due(self, partition: int) -> str:
         """ZSET score=next attempt ms, member=`<delivery id>:<account>`: pending deliveries of
@@ -133,3 +160,24 @@ class Keys:
 
     def all_webhook_due(self) -> list[str]:
         return [self.webhook_due(p) for p in range(PARTITIONS)]
+
+    # --- rate limits (docs/browser-security.md): one GCRA key per limited thing, each read
+    # and written by a single-key or same-slot Lua step.
+
+    def rate_limit_session(self, partition: int, session_id: str, bucket: str) -> str:
+        """STRING with a TTL: GCRA theoretical arrival time (µs) of a session's browser calls
+        in `bucket` (`read`, `confirm`, `challenge`)."""
+        return f"{self.tag(partition)}:rl:{bucket}:s:{seg(session_id)}"
+
+    def rate_limit_client(self, bucket: str, digest: str) -> str:
+        """STRING with a TTL: GCRA arrival time (µs) of one client address's browser calls in
+        `bucket`. No hash tag: a single-key step, so clients spread over the cluster's slots.
+        `digest` is a keyed hash of the address: a key name never holds an IP."""
+        return f"{self.prefix}:rl:{bucket}:ip:{digest}"
+
+    def card_testing(self, account_uid: str, dimension: str, digest: str) -> str:
+        """STRING with a TTL: GCRA arrival time (µs) of an account's failed charges per card
+        fingerprint (`fp`) or per keyed hash of the client address (`ip`); both dimensions
+        share the account's tag so one step checks them together."""
+        tag = self.tag(partition_of_account(account_uid))
+        return f"{tag}:ct:{seg(account_uid)}:{dimension}:{digest}"

@@ -95,6 +95,20 @@ class Risk(msgspec.Struct, frozen=True, kw_only=True):
     scored_at_ms: int | None = None
 
 
+class PaymentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a successful charge leaves on the session: never a PAN or CVC."""
+
+    method: PaymentMethodType
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    charge_id: str
+    amount: int  # charged in total: the session's amount plus the quoted fee
+    fee: int = 0
+    saved_method_id: str | None = None
+
+
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What is stored for a session (the secret's hash and the signals live beside it)."""
 
@@ -125,8 +139,22 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     expired_at_ms: int | None = None
     expired_reason: ExpiredReason | None = None
     completed_at_ms: int | None = None
+    payment: PaymentInfo | None = None
+    # Failed charges so far: the card-testing guard stops confirms after a few.
+    failed_payments: int = 0
+    # Set when the shopper passed the SMS challenge an elevated risk asks for.
+    challenge_passed: bool = False
     # Event sequence of the last change: the record's version for compare-and-set writes.
     sequence: int = 1
+    # The SMS challenge (docs/challenge.md), changed only with its events: the live code's
+    # keyed hash and expiry (no hash once used, expired or locked), codes sent and when the
+    # last went out, wrong codes entered, and the lock once they are spent.
+    challenge_code_hash: str | None = None
+    challenge_expires_at_ms: int | None = None
+    challenge_sends: int = 0
+    challenge_sent_at_ms: int | None = None
+    challenge_failures: int = 0
+    challenge_locked: bool = False
 
 
 def effective_status(record: SessionRecord, now_ms: int) -> SessionStatus:
@@ -185,6 +213,7 @@ class SessionView(msgspec.Struct, frozen=True, kw_only=True):
     expired_at: str | None
     expired_reason: ExpiredReason | None
     completed_at: str | None
+    payment: PaymentInfo | None = None
 
 
 def hosted_url(base_url: str, session_id: str) -> str:
@@ -235,4 +264,5 @@ def to_view(record: SessionRecord, now_ms: int, base_url: str) -> SessionView:
         expired_at=iso_ms(expired_at_ms) if expired_at_ms is not None else None,
         expired_reason=expired_reason,
         completed_at=iso_ms(record.completed_at_ms) if record.completed_at_ms else None,
+        payment=record.payment,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -21,11 +21,21 @@ from shared.errors import (
 )
 from shared.events.model import (
     EVENT_ENCODER,
+    ChallengeFailedData,
+    ChallengeRequiredData,
+    Event,
     ExpiredData,
+    PaymentError,
+    PaymentFailedData,
     RiskScoredData,
+    SessionChallengeFailed,
+    SessionChallengeRequired,
+    SessionChallengeSucceeded,
+    SessionCompleted,
     SessionCreated,
     SessionData,
     SessionExpiredEvent,
+    SessionPaymentFailed,
     SessionRiskScored,
     SessionUpdated,
     UpdatedData,
@@ -43,6 +53,7 @@ from shared.jobs import JobQueue
 from shared.sessions.model import (
     ExpiredReason,
     FraudSignals,
+    PaymentInfo,
     Risk,
     SessionRecord,
     SessionStatus,
@@ -54,7 +65,7 @@ from shared.sessions.model import (
     to_view,
 )
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams, check_items_total
-from shared.sessions.store import SessionStore, SessionWrite, index_member
+from shared.sessions.store import SessionStore, SessionWrite, WriteOutcome, index_member
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +82,11 @@ class CreatedSession(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: str
     hosted_url: str
     embed_url: str
+
+
+class ExpiryBatch(msgspec.Struct, kw_only=True):
+    lags: list[int] = msgspec.field(default_factory=list)
+    held: list[str] = msgspec.field(default_factory=list)
 
 
 class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -259,7 +275,8 @@ class SessionService:
                 count=limit + 1,
             )
             loaded = await self._store.load_many(ids) if ids else []
-            records = [r for r in loaded if r is not None]
+            # The account check again: an index is the account's, but a read never trusts it.
+            records = [r for r in loaded if r is not None and r.account_uid == account_uid]
             for record in records:
                 if status is None or effective_status(record, now) == status:
                     views.append(to_view(record, now, self._base_url))
@@ -373,13 +390,14 @@ class SessionService:
             event_type=event.type,
         )
 
-    async def expire_due(self, partition: int, limit: int) -> list[int]:
+    async def expire_due(self, partition: int, limit: int) -> ExpiryBatch:
         """Expire the partition's due sessions in batches of one round trip each (the expiry
-        loop). Returns each expired session's lag in ms past its `expires_at`."""
+        loop): each expired session's lag in ms past `expires_at`, and the due sessions a
+        charge holds (their outcome decides; the loop reconciles stale ones)."""
         now = self._clock.now_ms()
         ids = await self._store.due_for_expiry(partition, now, limit)
         if not ids:
-            return []
+            return ExpiryBatch()
         records = await self._store.load_many(ids)
         stale = [
             sid
@@ -395,16 +413,90 @@ class SessionService:
         ]
         changes = [self._expired_change(rec, now, "time") for rec in due]
         outcomes = await self._store.write_many(changes)
-        lags = []
+        batch = ExpiryBatch()
+        lags = batch.lags
         for record, outcome in zip(due, outcomes, strict=True):
             if outcome.result == "ok":
                 lags.append(now - record.expires_at_ms)
             elif outcome.result == "held":
-                continue  # the charge's outcome decides; the schedule keeps it for later
+                batch.held.append(record.id)  # the schedule keeps it for later
             elif (await self._expire(record.id, "time"))[1]:
                 # Changed meanwhile (a PATCH, a racing worker): one guarded retry decides.
                 lags.append(self._clock.now_ms() - record.expires_at_ms)
-        return lags
+        return batch
+
+    # --- payment outcomes (the held charge's own writes) ---------------------------------
+
+    async def complete_payment(self, session_id: str, payment: PaymentInfo) -> SessionRecord:
+        """open -> complete/paid with its `completed` event; drops the charge hold."""
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            record = await self._require(session_id)
+            if record.status == "complete":
+                return record  # this charge's outcome was written already (a retry)
+            now = self._clock.now_ms()
+            changed = msgspec.structs.replace(
+                record,
+                status="complete",
+                payment_status="paid",
+                payment=payment,
+                completed_at_ms=now,
+                updated_at_ms=now,
+                sequence=record.sequence + 1,
+            )
+            view = to_view(changed, now, self._base_url)
+            event = SessionCompleted(**self._event(changed, now, data=SessionData(object=view)))
+            if await self._write_outcome(record, changed, event, release_hold=True):
+                return changed
+        raise InternalError("session changed concurrently too often; retry")
+
+    async def record_payment_failure(
+        self, session_id: str, code: str, message: str
+    ) -> SessionRecord:
+        """A failed charge: counted, with its `payment_failed` event; drops the charge hold.
+        A session whose time ran out under the charge stays in the expiry schedule, so the
+        expiry loop expires it on its next tick."""
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            record = await self._require(session_id)
+            now = self._clock.now_ms()
+            changed = msgspec.structs.replace(
+                record,
+                failed_payments=record.failed_payments + 1,
+                updated_at_ms=now,
+                sequence=record.sequence + 1,
+            )
+            view = to_view(changed, now, self._base_url)
+            event = SessionPaymentFailed(
+                **self._event(
+                    changed,
+                    now,
+                    data=PaymentFailedData(
+                        object=view, error=PaymentError(code=code, message=message)
+                    ),
+                )
+            )
+            if await self._write_outcome(record, changed, event, release_hold=True):
+                return changed
+        raise InternalError("session changed concurrently too often; retry")
+
+    async def _require(self, session_id: str) -> SessionRecord:
+        stored = await self._store.load(session_id)
+        if stored is None:
+            raise NotFound(f"No such hosted session: '{session_id[:40]}'")
+        return stored.record
+
+    async def _write_outcome(
+        self, before: SessionRecord, after: SessionRecord, event: Event, *, release_hold: bool
+    ) -> bool:
+        outcome = await self._store.write(
+            SessionWrite(
+                record=after,
+                previous_status=before.status,
+                event_json=EVENT_ENCODER.encode(event),
+                event_type=event.type,
+                release_hold=release_hold,
+            )
+        )
+        return outcome.result == "ok"
 
     # --- fraud --------------------------------------------------------------------------
 
@@ -454,6 +546,76 @@ class SessionService:
             if outcome.result == "held":
                 return False  # confirm scores inline before it holds: this decision is late
         raise InternalError("session changed concurrently too often; retry")
+
+    # --- SMS challenge (rules in shared/challenge; each change is one compare-and-set write
+    # with its event; the caller re-reads and decides again on a conflict) ------------------
+
+    async def record_challenge_sent(
+        self, before: SessionRecord, after: SessionRecord, *, resends_left: int, attempts_left: int
+    ) -> WriteOutcome:
+        """A new code's hash on the session with its `challenge_required` event."""
+        now = after.updated_at_ms
+        view = to_view(after, now, self._base_url)
+        event = SessionChallengeRequired(
+            **self._event(
+                after,
+                now,
+                data=ChallengeRequiredData(
+                    object=view,
+                    expires_at=iso_ms(after.challenge_expires_at_ms or now),
+                    sends=after.challenge_sends,
+                    resends_left=resends_left,
+                    attempts_left=attempts_left,
+                ),
+            )
+        )
+        return await self._write_challenge(before, after, event)
+
+    async def record_challenge_passed(
+        self, before: SessionRecord, after: SessionRecord
+    ) -> WriteOutcome:
+        """`challenge_passed` set (the code used up) with its `challenge_succeeded` event."""
+        now = after.updated_at_ms
+        view = to_view(after, now, self._base_url)
+        event = SessionChallengeSucceeded(**self._event(after, now, data=SessionData(object=view)))
+        return await self._write_challenge(before, after, event)
+
+    async def record_challenge_failed(
+        self,
+        before: SessionRecord,
+        after: SessionRecord,
+        *,
+        reason: Literal["wrong_code", "expired"],
+        attempts_left: int,
+        locked: bool,
+    ) -> WriteOutcome:
+        """A wrong or expired code counted (or the lock) with its `challenge_failed` event."""
+        now = after.updated_at_ms
+        view = to_view(after, now, self._base_url)
+        event = SessionChallengeFailed(
+            **self._event(
+                after,
+                now,
+                data=ChallengeFailedData(
+                    object=view, reason=reason, attempts_left=attempts_left, locked=locked
+                ),
+            )
+        )
+        return await self._write_challenge(before, after, event)
+
+    async def _write_challenge(
+        self, before: SessionRecord, after: SessionRecord, event: Event
+    ) -> WriteOutcome:
+        # Not _write_outcome: the caller must tell a conflict (decide again) from a charge
+        # in flight (answer at once), and a challenge change never releases a hold.
+        return await self._store.write(
+            SessionWrite(
+                record=after,
+                previous_status=before.status,
+                event_json=EVENT_ENCODER.encode(event),
+                event_type=event.type,
+            )
+        )
 
 
 def _apply_patch(

@@ -1,0 +1,73 @@
+"""Merchant account settings (risk thresholds today). Thin: authorise, call the service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, patch
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody
+
+from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettingsView, to_view
+from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.errors import ErrorEnvelope
+from services.api.lifespan import app_services
+from shared.accounts.service import AccountService
+from shared.accounts.store import AccountStore
+from shared.redis.keys import Keys
+
+AnyRequest = Request[Any, Any, Any]
+
+_COMMON_ERRORS = {
+    400: "validation_error: malformed body or header, or a threshold outside 1-100, "
+    "or a fee outside its range (percent_bps 0-2000, fixed and minimum 0-10000)",
+    401: "validation_error: missing or invalid admin token",
+    403: "insufficient_scope: the token may not act on this account",
+    503: "network_error: the store is briefly unavailable (recoverable)",
+}
+
+
+def _errors(extra: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """OpenAPI error responses: status -> which codes answer with it."""
+    return {
+        status: ResponseSpec(data_container=ErrorEnvelope, description=text)
+        for status, text in {**_COMMON_ERRORS, **(extra or {})}.items()
+    }
+
+
+def _accounts(request: AnyRequest) -> AccountService:
+    # A few plain objects on the app's shared Redis pool: nothing connects per request.
+    services = app_services(request)
+    return AccountService(AccountStore(services.redis, Keys(services.settings.key_prefix)))
+
+
+class AccountSettingsController(Controller):
+    path = "/v1/account/settings"
+    guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["account settings (merchant)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @get("/", summary="Retrieve the account's settings", responses=_errors())
+    async def get_settings(
+        self,
+        request: AnyRequest,
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+    ) -> AccountSettingsView:
+        account = principal_of(request).account_uid
+        return to_view(account, await _accounts(request).settings(account))
+
+    @patch(
+        "/",
+        summary="Update the account's settings (absent fields keep their value)",
+        responses=_errors(
+            {422: "validation_error: risk.elevated_threshold must stay below highest_threshold"}
+        ),
+    )
+    async def update_settings(
+        self,
+        request: AnyRequest,
+        data: JSONBody[AccountSettingsUpdate],
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+    ) -> AccountSettingsView:
+        account = principal_of(request).account_uid
+        return to_view(account, await _accounts(request).update_settings(account, data))

@@ -1,0 +1,94 @@
+"""The shopper's fee quote (docs/fees.md): what paying with a method will cost. Thin."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+
+from services.api.auth.browser import require_client_secret, session_of
+from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.lifespan import app_services
+from shared.fees.model import FeeQuote
+from shared.sessions.model import PaymentMethodType, iso_ms
+from shared.wiring import build_fee_service
+
+AnyRequest = Request[Any, Any, Any]
+
+
+class QuoteFeeParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of POST …/{id}/quote-fee."""
+
+    payment_method_type: PaymentMethodType
+
+
+class FeeQuoteView(msgspec.Struct, frozen=True, kw_only=True):
+    """A fee quote: pass its `id` as confirm's `quote_id` before `expires_at`; confirm then
+    charges exactly `total`."""
+
+    object: Literal["fee_quote"] = "fee_quote"
+    id: str
+    payment_method_type: PaymentMethodType
+    amount: int
+    fee: int
+    total: int
+    currency: str
+    expires_at: str
+
+
+_QUOTE_DECODER = msgspec.json.Decoder(QuoteFeeParams)
+
+
+def to_quote_view(quote: FeeQuote) -> FeeQuoteView:
+    """Explicit converter: only listed fields leave the service."""
+    return FeeQuoteView(
+        id=quote.id,
+        payment_method_type=quote.payment_method_type,
+        amount=quote.amount,
+        fee=quote.fee,
+        total=quote.total,
+        currency=quote.currency,
+        expires_at=iso_ms(quote.expires_at_ms),
+    )
+
+
+def _errors(**codes: str) -> dict[int, ResponseSpec]:
+    common = {
+        "401": "validation_error: missing or wrong client secret for this session",
+        "410": "session_expired: the session has expired",
+    }
+    common.update({k.removeprefix("s"): v for k, v in codes.items()})
+    return {
+        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
+        for status, text in common.items()
+    }
+
+
+class FeeQuoteController(Controller):
+    path = "/v1/hosted-sessions/{session_id:str}"
+    guards = [require_client_secret]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["checkout (browser)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @post(
+        "/quote-fee",
+        status_code=201,
+        summary="Quote the convenience fee for paying with a method (valid a few minutes)",
+        opt={"scope": "payment"},
+        responses=_errors(
+            s400="validation_error: unknown method, or one the session does not allow",
+            s403="insufficient_scope (wallet credential) | origin_not_allowed",
+            s409="already_confirmed: the session is paid",
+        ),
+    )
+    async def quote_fee(self, request: AnyRequest, data: JSONBody[QuoteFeeParams]) -> FeeQuoteView:
+        # Decoded again strictly (as confirm does): no numbers for strings, no extra fields.
+        params = decode_strict(await request.body(), _QUOTE_DECODER)
+        services = app_services(request)
+        # Plain objects on the app's shared pool, as the settings routes build theirs.
+        fees = build_fee_service(services.settings, services.redis, services.clock)
+        quote = await fees.quote(session_of(request), params.payment_method_type)
+        return to_quote_view(quote)

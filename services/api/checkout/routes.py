@@ -1,0 +1,75 @@
+"""The shopper's endpoints, authenticated by the session's client secret. Thin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+
+from services.api.auth.browser import require_client_secret, session_of
+from services.api.browser_policy import client_ip_of
+from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, ConfirmResult, to_config
+from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.lifespan import app_services
+from shared.wallet.model import to_method_view
+
+AnyRequest = Request[Any, Any, Any]
+_CONFIRM_DECODER = msgspec.json.Decoder(ConfirmParams)
+
+
+def _errors(**codes: str) -> dict[int, ResponseSpec]:
+    common = {
+        "401": "validation_error: missing or wrong client secret for this session",
+        "403": "origin_not_allowed: the calling origin is not allowed",
+        "410": "session_expired: the session has expired",
+        "429": "rate_limited: too many calls (see Retry-After)",
+    }
+    common.update({k.removeprefix("s"): v for k, v in codes.items()})
+    return {
+        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
+        for status, text in common.items()
+    }
+
+
+class CheckoutController(Controller):
+    path = "/v1/hosted-sessions/{session_id:str}"
+    guards = [require_client_secret]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["checkout (browser)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @get(
+        "/config",
+        summary="The sanitized session config a checkout page renders",
+        responses=_errors(),
+    )
+    async def config(self, request: AnyRequest) -> CheckoutConfig:
+        services = app_services(request)
+        record = session_of(request)
+        saved = []
+        if record.customer_id:
+            methods = await services.wallet.list(record.account_uid, record.customer_id)
+            saved = [to_method_view(m) for m in methods if m.type in record.allowed_methods]
+        return to_config(record, services.clock.now_ms(), saved)
+
+    @post(
+        "/confirm",
+        status_code=200,
+        summary="Pay the session (single use on success)",
+        opt={"scope": "payment"},
+        responses=_errors(
+            s400="validation_error: bad payment method or billing details",
+            s402="card_declined | expired_card | incorrect_cvc | insufficient_funds",
+            s403="insufficient_scope (wallet credential) | challenge_required | origin_not_allowed",
+            s409="already_confirmed (paid, or a payment in flight) | duplicate_payment",
+            s502="processing_error: the processor failed; retry",
+            s503="network_error: the processor did not answer; retry learns the outcome",
+        ),
+    )
+    async def confirm(self, request: AnyRequest, data: JSONBody[ConfirmParams]) -> ConfirmResult:
+        params = decode_strict(await request.body(), _CONFIRM_DECODER)
+        return await app_services(request).checkout.confirm(
+            session_of(request), params, client_ip=client_ip_of(request)
+        )

@@ -1,0 +1,79 @@
+"""Merchant event listing and replay (newest first). Thin: authorise, call the reader."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter, QueryParameter
+
+from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.errors import ErrorEnvelope
+from services.api.events.schemas import EventList
+from services.api.lifespan import app_services
+from services.api.middleware import bind_log_context
+from shared.errors import ValidationFailed
+from shared.events.model import EVENT_TYPES
+from shared.events.stream import AccountEvents
+from shared.redis.keys import Keys
+
+AnyRequest = Request[Any, Any, Any]
+
+# A stream entry id (`<ms>-<seq>`): opaque to merchants, who only pass back `next_cursor`.
+CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+
+_ERRORS = {
+    status: ResponseSpec(data_container=ErrorEnvelope, description=text)
+    for status, text in {
+        400: "validation_error: malformed cursor, unknown type, limit outside 1-100, or header",
+        401: "validation_error: missing or invalid admin token",
+        403: "insufficient_scope: the token may not act on this account",
+        503: "network_error: the store is briefly unavailable (recoverable)",
+    }.items()
+}
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["events (merchant)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @get(
+        "/",
+        summary="List the account's events, newest first (replay)",
+        description=(
+            "Events kept in the stream (at least HS_EVENT_MIN_RETENTION_SECONDS) are listed "
+            "newest first; follow `next_cursor` with `starting_after` for older ones. With a "
+            "filter, a page may hold fewer than `limit` events and still have `has_more`. "
+            f"Types: {', '.join(EVENT_TYPES)}."
+        ),
+        responses=_ERRORS,
+    )
+    async def list_events(
+        self,
+        request: AnyRequest,
+        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
+        starting_after: Annotated[
+            str | None, Parameter(max_length=41, pattern=CURSOR_PATTERN)
+        ] = None,
+        event_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
+        session_id: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> EventList:
+        if event_type is not None and event_type not in EVENT_TYPES:
+            raise ValidationFailed(f"type: must be one of {', '.join(EVENT_TYPES)}")
+        if session_id is not None:
+            bind_log_context(session_id=session_id)
+        services = app_services(request)
+        # A plain object on the app's shared pool: nothing connects per request.
+        reader = AccountEvents(services.redis, Keys(services.settings.key_prefix))
+        page = await reader.page(
+            principal_of(request).account_uid,
+            limit=limit,
+            starting_after=starting_after,
+            event_type=event_type,
+            session_id=session_id,
+        )
+        return EventList(data=page.events, has_more=page.has_more, next_cursor=page.next_cursor)

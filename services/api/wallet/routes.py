@@ -1,0 +1,71 @@
+"""Wallet scope: the session's customer manages saved methods (list, add, delete)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import JSONBody, PathParameter
+from litestar.response import Response
+
+from services.api.auth.browser import require_client_secret, session_of
+from services.api.errors import decode_strict
+from services.api.lifespan import app_services
+from shared.checkout.model import CardInput
+from shared.errors import InsufficientScope, NotFound, ValidationFailed
+from shared.wallet.model import SavedMethodView, to_method_view
+
+AnyRequest = Request[Any, Any, Any]
+_CARD_DECODER = msgspec.json.Decoder(CardInput)
+
+
+class SavedMethodList(msgspec.Struct, frozen=True, kw_only=True):
+    object: str = "list"
+    data: list[SavedMethodView]
+
+
+async def require_wallet_scope(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Saved-method management is the wallet credential's job (the seed's scopes)."""
+    record = session_of(connection)
+    if record.scope != "wallet":
+        raise InsufficientScope("Saved methods are managed with a wallet-scope credential")
+    if not record.customer_id:
+        raise ValidationFailed("This session has no customer_id: there is no wallet")
+
+
+class WalletController(Controller):
+    path = "/v1/hosted-sessions/{session_id:str}/payment-methods"
+    guards = [require_client_secret, require_wallet_scope]  # noqa: RUF012
+    tags = ["wallet (browser)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @get("/", summary="The customer's saved methods")
+    async def list_methods(self, request: AnyRequest) -> SavedMethodList:
+        record = session_of(request)
+        assert record.customer_id is not None  # the guard checked
+        methods = await app_services(request).wallet.list(record.account_uid, record.customer_id)
+        return SavedMethodList(data=[to_method_view(m) for m in methods])
+
+    @post("/", summary="Save a card (no charge); the same card again returns the saved one")
+    async def add_method(
+        self, request: AnyRequest, data: JSONBody[CardInput]
+    ) -> Response[SavedMethodView]:
+        card = decode_strict(await request.body(), _CARD_DECODER)
+        saved, created = await app_services(request).checkout.save_card(session_of(request), card)
+        return Response(to_method_view(saved), status_code=201 if created else 200)
+
+    @delete("/{method_id:str}", summary="Delete a saved method", status_code=204)
+    async def delete_method(
+        self, request: AnyRequest, method_id: Annotated[str, PathParameter(max_length=64)]
+    ) -> None:
+        record = session_of(request)
+        assert record.customer_id is not None
+        if not await app_services(request).wallet.delete(
+            record.account_uid, record.customer_id, method_id
+        ):
+            raise NotFound("No such saved method for this customer")

@@ -1,0 +1,1 @@
+"""Merchant endpoints that manage webhook endpoints and deliveries."""

@@ -1,0 +1,213 @@
+"""Merchant webhook endpoints and deliveries. Thin: parse, authorise, call the service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.response import Response
+
+from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.errors import decode_strict
+from services.api.lifespan import app_services
+from services.api.middleware import bind_log_context
+from services.api.sessions.routes import _errors, _idempotent
+from services.api.webhooks.schemas import (
+    CreateEndpointParams,
+    DeletedEndpoint,
+    DeliveryList,
+    DeliveryView,
+    EndpointList,
+    EndpointView,
+    EndpointWithSecret,
+    UpdateEndpointParams,
+)
+from shared.clock import SystemClock
+from shared.crypto import DataCipher
+from shared.idempotency.service import Claim
+from shared.jobs import JobQueue
+from shared.redis.keys import Keys
+from shared.webhooks.service import WebhookService
+from shared.webhooks.ssrf import private_allowed
+from shared.webhooks.store import WebhookStore
+from shared.wiring import arq_client
+
+AnyRequest = Request[Any, Any, Any]
+Account = Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)]
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="idempotency-key", max_length=255)]
+EndpointId = Annotated[str, Parameter(max_length=64)]
+DeliveryId = Annotated[str, Parameter(max_length=64)]
+
+_CREATE_DECODER = msgspec.json.Decoder(CreateEndpointParams)
+_UPDATE_DECODER = msgspec.json.Decoder(UpdateEndpointParams)
+_NOT_FOUND = "validation_error: no such webhook endpoint for this account"
+
+
+def _webhooks(request: AnyRequest) -> WebhookService:
+    # A few plain objects on the app's shared Redis pool: nothing connects per request.
+    services = app_services(request)
+    settings = services.settings
+    keys = Keys(settings.key_prefix)
+    return WebhookService(
+        WebhookStore(services.redis, keys),
+        JobQueue(arq_client(services.redis), keys),
+        DataCipher(settings.data_key_bytes),
+        SystemClock(settings.clock_offset_ms),
+        require_https=settings.env == "production",
+        allow_private=private_allowed(settings),
+    )
+
+
+class WebhookController(Controller):
+    path = "/v1"
+    guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    tags = ["webhooks (merchant)"]  # noqa: RUF012
+    security = [{"BearerAuth": []}]  # noqa: RUF012
+
+    @post(
+        "/webhook-endpoints",
+        status_code=201,
+        summary="Create a webhook endpoint (the answer holds its signing secret, shown once)",
+        responses=_errors(
+            s409="validation_error: the first request with this Idempotency-Key is in flight",
+            s422="validation_error: the account has the most endpoints allowed, or "
+            "Idempotency-Key reused with another body",
+        ),
+    )
+    async def create_endpoint(
+        self,
+        request: AnyRequest,
+        data: JSONBody[CreateEndpointParams],
+        account_uid: Account,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[EndpointWithSecret]:
+        # Litestar converts leniently; the contract's types are strict.
+        params = decode_strict(await request.body(), _CREATE_DECODER)
+        webhooks = _webhooks(request)
+        account = principal_of(request).account_uid
+
+        async def run(_: Claim | None) -> EndpointWithSecret:
+            created = await webhooks.create(account, params)
+            bind_log_context(endpoint_id=created.id)
+            return created
+
+        # A replay under the same Idempotency-Key answers the same body (stored encrypted).
+        return await _idempotent(request, 201, run)
+
+    @get("/webhook-endpoints", summary="List the account's webhook endpoints, newest first")
+    async def list_endpoints(self, request: AnyRequest, account_uid: Account) -> EndpointList:
+        data = await _webhooks(request).list_endpoints(principal_of(request).account_uid)
+        return EndpointList(data=data)
+
+    @get(
+        "/webhook-endpoints/{endpoint_id:str}",
+        summary="Retrieve a webhook endpoint (never its secret)",
+        responses=_errors(s404=_NOT_FOUND),
+    )
+    async def get_endpoint(
+        self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
+    ) -> EndpointView:
+        bind_log_context(endpoint_id=endpoint_id)
+        return await _webhooks(request).get(principal_of(request).account_uid, endpoint_id)
+
+    @patch(
+        "/webhook-endpoints/{endpoint_id:str}",
+        summary="Update a webhook endpoint (url, enabled_events, description, enabled)",
+        responses=_errors(s404=_NOT_FOUND),
+    )
+    async def update_endpoint(
+        self,
+        request: AnyRequest,
+        endpoint_id: EndpointId,
+        data: JSONBody[UpdateEndpointParams],
+        account_uid: Account,
+    ) -> EndpointView:
+        bind_log_context(endpoint_id=endpoint_id)
+        params = decode_strict(await request.body(), _UPDATE_DECODER)
+        return await _webhooks(request).update(
+            principal_of(request).account_uid, endpoint_id, params
+        )
+
+    @delete(
+        "/webhook-endpoints/{endpoint_id:str}",
+        status_code=200,
+        summary="Delete a webhook endpoint (its pending deliveries are given up)",
+        responses=_errors(s404=_NOT_FOUND),
+    )
+    async def delete_endpoint(
+        self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
+    ) -> DeletedEndpoint:
+        bind_log_context(endpoint_id=endpoint_id)
+        return await _webhooks(request).delete(principal_of(request).account_uid, endpoint_id)
+
+    @post(
+        "/webhook-endpoints/{endpoint_id:str}/rotate-secret",
+        status_code=200,
+        summary="Rotate the signing secret: the new one is shown once; the previous one "
+        "keeps signing beside it for 24 h",
+        responses=_errors(s404=_NOT_FOUND),
+    )
+    async def rotate_secret(
+        self,
+        request: AnyRequest,
+        endpoint_id: EndpointId,
+        account_uid: Account,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[EndpointWithSecret]:
+        bind_log_context(endpoint_id=endpoint_id)
+        webhooks = _webhooks(request)
+        account = principal_of(request).account_uid
+
+        async def run(_: Claim | None) -> EndpointWithSecret:
+            return await webhooks.rotate_secret(account, endpoint_id)
+
+        return await _idempotent(request, 200, run)
+
+    @get(
+        "/webhook-endpoints/{endpoint_id:str}/deliveries",
+        summary="The endpoint's recent deliveries, newest first, with their attempts",
+        responses=_errors(s404=_NOT_FOUND),
+    )
+    async def list_deliveries(
+        self,
+        request: AnyRequest,
+        endpoint_id: EndpointId,
+        account_uid: Account,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> DeliveryList:
+        bind_log_context(endpoint_id=endpoint_id)
+        page = await _webhooks(request).deliveries(
+            principal_of(request).account_uid,
+            endpoint_id,
+            limit=limit,
+            starting_after=starting_after,
+        )
+        return DeliveryList(data=page.data, has_more=page.has_more)
+
+    @post(
+        "/webhook-deliveries/{delivery_id:str}/redeliver",
+        status_code=202,
+        summary="Send a dead delivery once more, now (one attempt)",
+        responses=_errors(
+            s404="validation_error: no such delivery for this account",
+            s409="validation_error: the delivery is not dead, or its endpoint is disabled",
+        ),
+    )
+    async def redeliver(
+        self,
+        request: AnyRequest,
+        delivery_id: DeliveryId,
+        account_uid: Account,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[DeliveryView]:
+        bind_log_context(delivery_id=delivery_id)
+        webhooks = _webhooks(request)
+        account = principal_of(request).account_uid
+
+        async def run(_: Claim | None) -> DeliveryView:
+            return await webhooks.redeliver(account, delivery_id)
+
+        return await _idempotent(request, 202, run)

@@ -1,0 +1,1 @@
+"""Webhooks: per-account endpoints, signed deliveries with retries (docs/webhooks.md)."""
