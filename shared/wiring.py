@@ -1,6 +1,8 @@
-"""Builds the session service the same way for the API and the workers."""
+"""Builds the core services the same way for the API and the workers."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -62,51 +64,65 @@ def build_session_service(
     return sessions, idempotency
 
 
-def build_fee_service(settings: Settings, redis: Redis, clock: Clock) -> FeeService:
-    """Fee quotes and the fee confirm charges, read from the account's fee schedule."""
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """Every service of the core, built once per process over one Redis pool (the API's app
+    state and the workers' context hold one each)."""
+
+    keys: Keys
+    cipher: DataCipher
+    sessions: SessionService
+    idempotency: IdempotencyService
+    accounts: AccountService
+    risk: RiskService
+    fees: FeeService
+    checkout: CheckoutService
+    wallet: WalletStore
+    challenge: ChallengeService
+
+
+def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
+    """Wire the core: nothing connects until first use."""
     keys = Keys(settings.key_prefix)
-    return FeeService(
-        AccountService(AccountStore(redis, keys)),
+    cipher = DataCipher(settings.data_key_bytes)
+    sessions, idempotency = build_session_service(settings, redis, clock)
+    accounts = AccountService(AccountStore(redis, keys))
+    risk = RiskService(RiskStore(redis, keys), sessions, cipher)
+    confirm_risk = ConfirmRisk(risk, sessions, clock)
+    fees = FeeService(
+        accounts,
         FeeQuoteStore(redis, keys),
         clock,
         quote_ttl_seconds=settings.fee_quote_ttl_seconds,
     )
-
-
-def build_checkout_service(
-    settings: Settings, redis: Redis, sessions: SessionService, clock: Clock
-) -> tuple[CheckoutService, WalletStore]:
-    """Confirm's collaborators: the simulator as processor, inline risk, the wallet, and
-    the account's fee schedule with its quotes."""
-    keys = Keys(settings.key_prefix)
-    cipher = DataCipher(settings.data_key_bytes)
     wallet = WalletStore(redis, keys)
-    risk = RiskService(RiskStore(redis, keys), sessions, cipher)
     checkout = CheckoutService(
         sessions,
         CheckoutStore(redis, keys),
         wallet,
         SimulatedProcessor(redis, settings.key_prefix),
-        ConfirmRisk(risk, sessions, clock),
-        build_fee_service(settings, redis, clock),
+        confirm_risk,
+        fees,
         cipher,
         clock,
     )
-    return checkout, wallet
-
-
-def build_challenge_service(
-    settings: Settings, redis: Redis, sessions: SessionService, clock: Clock
-) -> ChallengeService:
-    """SMS challenges: the dev sender (codes readable in the dev outbox) everywhere but
-    production, where no provider is integrated yet and sending fails loudly."""
-    keys = Keys(settings.key_prefix)
-    cipher = DataCipher(settings.data_key_bytes)
     limits = ChallengeLimits()
-    risk = ConfirmRisk(RiskService(RiskStore(redis, keys), sessions, cipher), sessions, clock)
     sender: SmsSender = UnconfiguredSmsSender()
     if settings.env != "production":
-        # The outbox keeps a text as long as its code lives.
+        # The dev outbox keeps a text as long as its code lives (tests and the dev page read it);
+        # production has no provider integrated yet and sending fails loudly.
         outbox = DevSmsOutbox(redis, keys, ttl_seconds=limits.code_ttl_ms // 1000)
         sender = DevSmsSender(settings, outbox)
-    return ChallengeService(sessions, risk, sender, cipher, clock, limits)
+    challenge = ChallengeService(sessions, confirm_risk, sender, cipher, clock, limits)
+    return Domain(
+        keys=keys,
+        cipher=cipher,
+        sessions=sessions,
+        idempotency=idempotency,
+        accounts=accounts,
+        risk=risk,
+        fees=fees,
+        checkout=checkout,
+        wallet=wallet,
+        challenge=challenge,
+    )

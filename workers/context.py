@@ -15,6 +15,7 @@ from shared.clock import Clock
 from shared.config import Settings
 from shared.crypto import DataCipher
 from shared.redis.keys import Keys
+from shared.risk.service import RiskService
 from shared.sessions.service import SessionService
 
 
@@ -25,6 +26,7 @@ class WorkerContext:
     keys: Keys
     sessions: SessionService
     checkout: CheckoutService
+    risk: RiskService
     cipher: DataCipher
     clock: Clock
     # Unique per process: names this worker in consumer groups and health keys.

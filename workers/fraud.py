@@ -8,8 +8,6 @@ import structlog
 from arq.worker import func
 
 from shared.jobs import FRAUD_QUEUE, TASK_SCORE_SESSION
-from shared.risk.service import RiskService
-from shared.risk.store import RiskStore
 from workers.context import QueueSpec, app_of
 from workers.logctx import bind_job
 
@@ -20,17 +18,10 @@ log = structlog.get_logger(__name__)
 JOB_TIMEOUT_SECONDS = 5
 
 
-def _risk_service(ctx: dict[str, Any]) -> RiskService:
-    """Two plain objects over the process's shared pool and services: nothing connects or
-    registers per job (arq hands each job a fresh copy of ctx, so there is no cache to keep)."""
-    app = app_of(ctx)
-    return RiskService(RiskStore(app.redis, app.keys), app.sessions, app.cipher)
-
-
 async def score_session(ctx: dict[str, Any], session_id: str) -> bool:
     """Score one session's fraud signals once; True if this run recorded the decision."""
     bind_job(ctx, TASK_SCORE_SESSION, session_id=session_id)
-    outcome = await _risk_service(ctx).score_session(session_id)
+    outcome = await app_of(ctx).risk.score_session(session_id)
     # Reason codes and the score only: the signals themselves are PII and never logged.
     if outcome.written and outcome.assessment is not None:
         log.info(

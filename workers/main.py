@@ -19,11 +19,10 @@ from redis.asyncio import Redis
 
 from shared.clock import SystemClock
 from shared.config import Settings
-from shared.crypto import DataCipher
 from shared.jobs import deserialize_job, serialize_job
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
-from shared.wiring import arq_client, build_checkout_service, build_session_service
+from shared.wiring import arq_client, build_domain
 from workers import expiry, fraud, webhooks
 from workers.context import QueueSpec, WorkerContext
 from workers.metrics import JOB_SECONDS, JOBS, QUEUE_DEPTH
@@ -44,15 +43,15 @@ def build_context(settings: Settings) -> WorkerContext:
     redis = create_redis(settings, client_name="hosted-sessions-worker")
     # The worker's clock is the real one: arq schedules deferred jobs on real time.
     clock = SystemClock()
-    sessions, _ = build_session_service(settings, redis, clock)
-    checkout, _ = build_checkout_service(settings, redis, sessions, clock)
+    domain = build_domain(settings, redis, clock)
     return WorkerContext(
         settings=settings,
         redis=redis,
-        keys=Keys(settings.key_prefix),
-        sessions=sessions,
-        checkout=checkout,
-        cipher=DataCipher(settings.data_key_bytes),
+        keys=domain.keys,
+        sessions=domain.sessions,
+        checkout=domain.checkout,
+        risk=domain.risk,
+        cipher=domain.cipher,
         clock=clock,
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )

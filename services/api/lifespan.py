@@ -13,22 +13,22 @@ from redis.asyncio import Redis
 
 from services.api.auth.admin import AdminAuthenticator, JWKSCache
 from shared.accounts.service import AccountService
-from shared.accounts.store import AccountStore
 from shared.challenge.service import ChallengeService
 from shared.checkout.service import CheckoutService
 from shared.clock import Clock
 from shared.config import Settings
+from shared.events.stream import AccountEvents
+from shared.fees.service import FeeService
 from shared.idempotency.service import IdempotencyService
+from shared.jobs import JobQueue
 from shared.ratelimit import RequestLimits, build_rate_limits
 from shared.redis.client import create_redis
-from shared.redis.keys import Keys
 from shared.sessions.service import SessionService
 from shared.wallet.store import WalletStore
-from shared.wiring import (
-    build_challenge_service,
-    build_checkout_service,
-    build_session_service,
-)
+from shared.webhooks.service import WebhookService
+from shared.webhooks.ssrf import private_allowed
+from shared.webhooks.store import WebhookStore
+from shared.wiring import arq_client, build_domain
 
 
 @dataclass(slots=True)
@@ -74,6 +74,9 @@ class AppServices:
     clock: Clock
     challenge: ChallengeService
     accounts: AccountService
+    fees: FeeService
+    webhooks: WebhookService
+    events: AccountEvents
     limits: RequestLimits
     origin_cache: AccountOriginCache
 
@@ -88,25 +91,34 @@ class AppServices:
 
 
 def build_services(settings: Settings, clock: Clock) -> AppServices:
-    """Wire the clients (nothing connects until first use)."""
+    """Wire the clients once per process (nothing connects until first use)."""
     redis = create_redis(settings, client_name="hosted-sessions-api")
-    sessions, idempotency = build_session_service(settings, redis, clock)
-    checkout, wallet = build_checkout_service(settings, redis, sessions, clock)
+    domain = build_domain(settings, redis, clock)
     limits, card_testing = build_rate_limits(settings, redis, clock)
     jwks = JWKSCache(settings)
     return AppServices(
         settings=settings,
         redis=redis,
-        sessions=sessions,
-        idempotency=idempotency,
+        sessions=domain.sessions,
+        idempotency=domain.idempotency,
         admin_auth=AdminAuthenticator(settings, jwks),
         jwks=jwks,
         # Only the API's confirm knows the client address the guard counts by.
-        checkout=checkout.with_card_testing(card_testing),
-        wallet=wallet,
+        checkout=domain.checkout.with_card_testing(card_testing),
+        wallet=domain.wallet,
         clock=clock,
-        challenge=build_challenge_service(settings, redis, sessions, clock),
-        accounts=AccountService(AccountStore(redis, Keys(settings.key_prefix))),
+        challenge=domain.challenge,
+        accounts=domain.accounts,
+        fees=domain.fees,
+        webhooks=WebhookService(
+            WebhookStore(redis, domain.keys),
+            JobQueue(arq_client(redis), domain.keys),
+            domain.cipher,
+            clock,
+            require_https=settings.env == "production",
+            allow_private=private_allowed(settings),
+        ),
+        events=AccountEvents(redis, domain.keys),
         limits=limits,
         origin_cache=AccountOriginCache(ttl_s=settings.origin_cache_seconds),
     )

@@ -132,3 +132,17 @@ async def test_concurrent_updates_of_different_fields_both_land(
     await asyncio.gather(*(accounts.update_settings(ACCOUNT, u) for u in updates))
     risk = (await accounts.settings(ACCOUNT)).risk
     assert (risk.elevated_threshold, risk.highest_threshold) == (50, 95)
+
+
+async def test_allowed_origins_are_shown_normalised(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    assert (await client.get(URL, headers=admin_headers)).json()["origins"] == {
+        "allowed_origins": []
+    }
+    body = {"origins": {"allowed_origins": ["https://Shop.Example:443"]}}
+    r = await client.patch(URL, json=body, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["origins"] == {"allowed_origins": ["https://shop.example"]}
+    read = (await client.get(URL, headers=admin_headers)).json()
+    assert read["origins"] == {"allowed_origins": ["https://shop.example"]}

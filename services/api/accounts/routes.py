@@ -12,9 +12,6 @@ from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettings
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.errors import ErrorEnvelope
 from services.api.lifespan import app_services
-from shared.accounts.service import AccountService
-from shared.accounts.store import AccountStore
-from shared.redis.keys import Keys
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -35,12 +32,6 @@ def _errors(extra: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
     }
 
 
-def _accounts(request: AnyRequest) -> AccountService:
-    # A few plain objects on the app's shared Redis pool: nothing connects per request.
-    services = app_services(request)
-    return AccountService(AccountStore(services.redis, Keys(services.settings.key_prefix)))
-
-
 class AccountSettingsController(Controller):
     path = "/v1/account/settings"
     guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
@@ -54,7 +45,7 @@ class AccountSettingsController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
-        return to_view(account, await _accounts(request).settings(account))
+        return to_view(account, await app_services(request).accounts.settings(account))
 
     @patch(
         "/",
@@ -70,4 +61,4 @@ class AccountSettingsController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
-        return to_view(account, await _accounts(request).update_settings(account, data))
+        return to_view(account, await app_services(request).accounts.update_settings(account, data))

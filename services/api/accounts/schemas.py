@@ -42,11 +42,16 @@ def to_fee_schedule_view(fees: FeeSchedule) -> FeeScheduleView:
     )
 
 
+class OriginSettingsView(msgspec.Struct, frozen=True, kw_only=True):
+    allowed_origins: list[str]
+
+
 class AccountSettingsView(msgspec.Struct, frozen=True, kw_only=True):
     object: Literal["account_settings"] = "account_settings"
     account_uid: str
     risk: RiskSettingsView
     fees: FeeScheduleView
+    origins: OriginSettingsView
 
 
 def to_view(account_uid: str, settings: AccountSettings) -> AccountSettingsView:
@@ -58,6 +63,7 @@ def to_view(account_uid: str, settings: AccountSettings) -> AccountSettingsView:
             highest_threshold=settings.risk.highest_threshold,
         ),
         fees=to_fee_schedule_view(settings.fees),
+        origins=OriginSettingsView(allowed_origins=list(settings.origins.allowed_origins)),
     )
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
-from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.errors import decode_strict
 from services.api.lifespan import app_services
+from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from shared.challenge.model import CODE_DIGITS, SentChallenge
 from shared.sessions.model import iso_ms
 
@@ -50,17 +51,10 @@ def _to_sent(sent: SentChallenge) -> ChallengeSent:
     )
 
 
-def _errors(**codes: str) -> dict[int, ResponseSpec]:
-    common = {
-        "401": "validation_error: missing or wrong client secret for this session",
-        "409": "already_confirmed: the session is paid, or a payment is in flight",
-        "410": "session_expired: the session has expired",
-    }
-    common.update({k.removeprefix("s"): v for k, v in codes.items()})
-    return {
-        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
-        for status, text in common.items()
-    }
+_errors = partial(
+    error_responses,
+    {**BROWSER_ERRORS, 409: "already_confirmed: the session is paid, or a payment is in flight"},
+)
 
 
 class ChallengeController(Controller):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Request, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
-from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.errors import decode_strict
 from services.api.lifespan import app_services
+from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from shared.fees.model import FeeQuote
 from shared.sessions.model import PaymentMethodType, iso_ms
-from shared.wiring import build_fee_service
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -55,16 +55,7 @@ def to_quote_view(quote: FeeQuote) -> FeeQuoteView:
     )
 
 
-def _errors(**codes: str) -> dict[int, ResponseSpec]:
-    common = {
-        "401": "validation_error: missing or wrong client secret for this session",
-        "410": "session_expired: the session has expired",
-    }
-    common.update({k.removeprefix("s"): v for k, v in codes.items()})
-    return {
-        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
-        for status, text in common.items()
-    }
+_errors = partial(error_responses, BROWSER_ERRORS)
 
 
 class FeeQuoteController(Controller):
@@ -87,8 +78,7 @@ class FeeQuoteController(Controller):
     async def quote_fee(self, request: AnyRequest, data: JSONBody[QuoteFeeParams]) -> FeeQuoteView:
         # Decoded again strictly (as confirm does): no numbers for strings, no extra fields.
         params = decode_strict(await request.body(), _QUOTE_DECODER)
-        services = app_services(request)
-        # Plain objects on the app's shared pool, as the settings routes build theirs.
-        fees = build_fee_service(services.settings, services.redis, services.clock)
-        quote = await fees.quote(session_of(request), params.payment_method_type)
+        quote = await app_services(request).fees.quote(
+            session_of(request), params.payment_method_type
+        )
         return to_quote_view(quote)

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.browser_policy import client_ip_of
 from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, ConfirmResult, to_config
-from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.errors import decode_strict
 from services.api.lifespan import app_services
+from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from shared.wallet.model import to_method_view
 
 AnyRequest = Request[Any, Any, Any]
 _CONFIRM_DECODER = msgspec.json.Decoder(ConfirmParams)
 
 
-def _errors(**codes: str) -> dict[int, ResponseSpec]:
-    common = {
-        "401": "validation_error: missing or wrong client secret for this session",
-        "403": "origin_not_allowed: the calling origin is not allowed",
-        "410": "session_expired: the session has expired",
-        "429": "rate_limited: too many calls (see Retry-After)",
-    }
-    common.update({k.removeprefix("s"): v for k, v in codes.items()})
-    return {
-        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
-        for status, text in common.items()
-    }
+_errors = partial(error_responses, BROWSER_ERRORS)
 
 
 class CheckoutController(Controller):

@@ -15,8 +15,6 @@ from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 from shared.errors import ValidationFailed
 from shared.events.model import EVENT_TYPES
-from shared.events.stream import AccountEvents
-from shared.redis.keys import Keys
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -66,10 +64,7 @@ class EventController(Controller):
             raise ValidationFailed(f"type: must be one of {', '.join(EVENT_TYPES)}")
         if session_id is not None:
             bind_log_context(session_id=session_id)
-        services = app_services(request)
-        # A plain object on the app's shared pool: nothing connects per request.
-        reader = AccountEvents(services.redis, Keys(services.settings.key_prefix))
-        page = await reader.page(
+        page = await app_services(request).events.page(
             principal_of(request).account_uid,
             limit=limit,
             starting_after=starting_after,

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, patch, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
-from services.api.errors import ErrorEnvelope, decode_strict
+from services.api.errors import decode_strict
+from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
+from services.api.openapi_errors import ADMIN_ERRORS, error_responses
 from services.api.sessions.schemas import (
     CreatedSession,
     CreateSessionParams,
@@ -22,59 +23,12 @@ from services.api.sessions.schemas import (
     SessionView,
     UpdateSessionParams,
 )
-from shared.errors import ServiceError
-from shared.idempotency.service import Claim, Replay, request_fingerprint
-from shared.ids import partition_of_account
+from shared.idempotency.service import Claim
 
 AnyRequest = Request[Any, Any, Any]
 
 
-def _errors(**codes: str) -> dict[int, ResponseSpec]:
-    """OpenAPI error responses: status -> which codes answer with it."""
-    common = {
-        "400": "validation_error: malformed input or header (the message names the field)",
-        "401": "validation_error: missing or invalid admin token",
-        "403": "insufficient_scope: the token may not act on this account",
-        "503": "network_error: the store is briefly unavailable (recoverable)",
-    }
-    common.update({k.removeprefix("s"): v for k, v in codes.items()})
-    return {
-        int(status): ResponseSpec(data_container=ErrorEnvelope, description=text)
-        for status, text in common.items()
-    }
-
-
-async def _idempotent(
-    request: AnyRequest,
-    status: int,
-    run: Callable[[Claim | None], Awaitable[msgspec.Struct]],
-    *,
-    stores_itself: bool = False,
-) -> Response[Any]:
-    """Run a POST under its Idempotency-Key (when sent): replay, refuse, or run and record."""
-    idem_key = request.headers.get("idempotency-key")
-    if idem_key is None:
-        return Response(await run(None), status_code=status)
-    principal = principal_of(request)
-    services = app_services(request)
-    begun = await services.idempotency.begin(
-        partition_of_account(principal.account_uid),
-        principal.account_uid,
-        idem_key,
-        request_fingerprint(request.method, request.url.path, await request.body()),
-    )
-    if isinstance(begun, Replay):
-        bind_log_context(idempotent_replay=True)
-        return Response(msgspec.json.decode(begun.body), status_code=begun.status)
-    try:
-        result = await run(begun)
-    except ServiceError:
-        await services.idempotency.abandon(begun)  # nothing changed: a retry may run again
-        raise
-    if not stores_itself:
-        await services.idempotency.finish(begun, status, msgspec.json.encode(result))
-    return Response(result, status_code=status)
-
+_errors = partial(error_responses, ADMIN_ERRORS)
 
 _CREATE_DECODER = msgspec.json.Decoder(CreateSessionParams)
 _UPDATE_DECODER = msgspec.json.Decoder(UpdateSessionParams)
@@ -118,7 +72,7 @@ class SessionController(Controller):
             bind_log_context(session_id=created.session_id)
             return created
 
-        return await _idempotent(request, 201, run, stores_itself=True)
+        return await run_idempotent(request, 201, run, stores_itself=True)
 
     @get("/", summary="List hosted sessions, newest first")
     async def list_sessions(
@@ -203,4 +157,4 @@ class SessionController(Controller):
         async def run(_: Claim | None) -> SessionView:
             return await sessions.expire(account, session_id)
 
-        return await _idempotent(request, 200, run)
+        return await run_idempotent(request, 200, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -11,9 +12,10 @@ from litestar.response import Response
 
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.errors import decode_strict
+from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
-from services.api.sessions.routes import _errors, _idempotent
+from services.api.openapi_errors import ADMIN_ERRORS, error_responses
 from services.api.webhooks.schemas import (
     CreateEndpointParams,
     DeletedEndpoint,
@@ -24,15 +26,7 @@ from services.api.webhooks.schemas import (
     EndpointWithSecret,
     UpdateEndpointParams,
 )
-from shared.clock import SystemClock
-from shared.crypto import DataCipher
 from shared.idempotency.service import Claim
-from shared.jobs import JobQueue
-from shared.redis.keys import Keys
-from shared.webhooks.service import WebhookService
-from shared.webhooks.ssrf import private_allowed
-from shared.webhooks.store import WebhookStore
-from shared.wiring import arq_client
 
 AnyRequest = Request[Any, Any, Any]
 Account = Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)]
@@ -43,21 +37,7 @@ DeliveryId = Annotated[str, Parameter(max_length=64)]
 _CREATE_DECODER = msgspec.json.Decoder(CreateEndpointParams)
 _UPDATE_DECODER = msgspec.json.Decoder(UpdateEndpointParams)
 _NOT_FOUND = "validation_error: no such webhook endpoint for this account"
-
-
-def _webhooks(request: AnyRequest) -> WebhookService:
-    # A few plain objects on the app's shared Redis pool: nothing connects per request.
-    services = app_services(request)
-    settings = services.settings
-    keys = Keys(settings.key_prefix)
-    return WebhookService(
-        WebhookStore(services.redis, keys),
-        JobQueue(arq_client(services.redis), keys),
-        DataCipher(settings.data_key_bytes),
-        SystemClock(settings.clock_offset_ms),
-        require_https=settings.env == "production",
-        allow_private=private_allowed(settings),
-    )
+_errors = partial(error_responses, ADMIN_ERRORS)
 
 
 class WebhookController(Controller):
@@ -85,7 +65,7 @@ class WebhookController(Controller):
     ) -> Response[EndpointWithSecret]:
         # Litestar converts leniently; the contract's types are strict.
         params = decode_strict(await request.body(), _CREATE_DECODER)
-        webhooks = _webhooks(request)
+        webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(_: Claim | None) -> EndpointWithSecret:
@@ -94,11 +74,13 @@ class WebhookController(Controller):
             return created
 
         # A replay under the same Idempotency-Key answers the same body (stored encrypted).
-        return await _idempotent(request, 201, run)
+        return await run_idempotent(request, 201, run)
 
     @get("/webhook-endpoints", summary="List the account's webhook endpoints, newest first")
     async def list_endpoints(self, request: AnyRequest, account_uid: Account) -> EndpointList:
-        data = await _webhooks(request).list_endpoints(principal_of(request).account_uid)
+        data = await app_services(request).webhooks.list_endpoints(
+            principal_of(request).account_uid
+        )
         return EndpointList(data=data)
 
     @get(
@@ -110,7 +92,9 @@ class WebhookController(Controller):
         self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
-        return await _webhooks(request).get(principal_of(request).account_uid, endpoint_id)
+        return await app_services(request).webhooks.get(
+            principal_of(request).account_uid, endpoint_id
+        )
 
     @patch(
         "/webhook-endpoints/{endpoint_id:str}",
@@ -126,7 +110,7 @@ class WebhookController(Controller):
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
         params = decode_strict(await request.body(), _UPDATE_DECODER)
-        return await _webhooks(request).update(
+        return await app_services(request).webhooks.update(
             principal_of(request).account_uid, endpoint_id, params
         )
 
@@ -140,7 +124,9 @@ class WebhookController(Controller):
         self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
     ) -> DeletedEndpoint:
         bind_log_context(endpoint_id=endpoint_id)
-        return await _webhooks(request).delete(principal_of(request).account_uid, endpoint_id)
+        return await app_services(request).webhooks.delete(
+            principal_of(request).account_uid, endpoint_id
+        )
 
     @post(
         "/webhook-endpoints/{endpoint_id:str}/rotate-secret",
@@ -157,13 +143,13 @@ class WebhookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
         bind_log_context(endpoint_id=endpoint_id)
-        webhooks = _webhooks(request)
+        webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(_: Claim | None) -> EndpointWithSecret:
             return await webhooks.rotate_secret(account, endpoint_id)
 
-        return await _idempotent(request, 200, run)
+        return await run_idempotent(request, 200, run)
 
     @get(
         "/webhook-endpoints/{endpoint_id:str}/deliveries",
@@ -179,7 +165,7 @@ class WebhookController(Controller):
         starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> DeliveryList:
         bind_log_context(endpoint_id=endpoint_id)
-        page = await _webhooks(request).deliveries(
+        page = await app_services(request).webhooks.deliveries(
             principal_of(request).account_uid,
             endpoint_id,
             limit=limit,
@@ -204,10 +190,10 @@ class WebhookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[DeliveryView]:
         bind_log_context(delivery_id=delivery_id)
-        webhooks = _webhooks(request)
+        webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(_: Claim | None) -> DeliveryView:
             return await webhooks.redeliver(account, delivery_id)
 
-        return await _idempotent(request, 202, run)
+        return await run_idempotent(request, 202, run)

@@ -1,0 +1,31 @@
+"""The OpenAPI error responses each endpoint declares: status -> which codes answer it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from litestar.openapi.datastructures import ResponseSpec
+
+from services.api.errors import ErrorEnvelope
+
+ADMIN_ERRORS: Mapping[int, str] = {
+    400: "validation_error: malformed input or header (the message names the field)",
+    401: "validation_error: missing or invalid admin token",
+    403: "insufficient_scope: the token may not act on this account",
+    503: "network_error: the store is briefly unavailable (recoverable)",
+}
+BROWSER_ERRORS: Mapping[int, str] = {
+    401: "validation_error: missing or wrong client secret for this session",
+    403: "origin_not_allowed: the calling origin is not allowed",
+    410: "session_expired: the session has expired",
+    429: "rate_limited: too many calls (see Retry-After)",
+}
+
+
+def error_responses(common: Mapping[int, str], **codes: str) -> dict[int, ResponseSpec]:
+    """`common` plus per-endpoint statuses given as `s409="already_confirmed: …"`."""
+    merged = {**common, **{int(k.removeprefix("s")): v for k, v in codes.items()}}
+    return {
+        status: ResponseSpec(data_container=ErrorEnvelope, description=text)
+        for status, text in sorted(merged.items())
+    }
