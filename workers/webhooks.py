@@ -32,6 +32,7 @@ from shared.webhooks.store import WebhookStore
 from shared.wiring import arq_client
 from workers.context import Loop, QueueSpec, WorkerContext, app_of
 from workers.logctx import bind_job
+from workers.metrics import WEBHOOK_ATTEMPTS
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +137,10 @@ async def deliver_webhook(
         raise Retry(defer=1)
     try:
         async with runtime.attempt() as runner:
-            return await runner.attempt(account_uid, endpoint_id, delivery_id, attempt)
+            outcome = await runner.attempt(account_uid, endpoint_id, delivery_id, attempt)
+        # delivered | retrying | dead | missing | already_<state> (a re-run that sent nothing)
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        return outcome
     except EndpointBusy:
         # Back-pressure, not a failure: the same attempt runs again shortly, spread out.
         raise Retry(defer=1 + 2 * random.random()) from None  # noqa: S311  (jitter)
