@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 OPENAPI_OUT ?= docs/openapi.json
 
-.PHONY: install run test lint format openapi clean
+.PHONY: install run test lint format openapi bench clean
 
 install: $(STAMP)
 
@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/hosted-sessions dev
 
+# ensure-browser installs Chromium for the browser tests when it can; it never fails.
 test: install
+	bash scripts/ensure-browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -34,6 +36,13 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The performance suite (bench/run.py; README "Performance"): real API, worker and echo
+# processes on the machine's Redis (database 9, own key prefix), ~6 minutes. BENCH_ARGS=--smoke
+# for a seconds-long run; figures in bench/out/results.json.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Through a temp file, so a failed run never leaves a truncated schema behind.
 openapi: install

@@ -333,6 +333,9 @@ def _dev(settings: Settings) -> int:
     if not settings.data_key:
         # Persistent, so sessions encrypted in one run still decrypt in the next.
         overrides["HS_DATA_KEY"] = ensure_data_key(dev_dir / _DATA_KEY_FILE)
+    if "HS_PUBLIC_BASE_URL" not in os.environ:
+        # Locally the API serves the checkout pages itself: hosted_url/embed_url open them.
+        overrides["HS_PUBLIC_BASE_URL"] = f"http://{settings.api_host}:{settings.api_port}"
 
     env = {**os.environ, **settings.to_env(), **overrides}
     stop = threading.Event()

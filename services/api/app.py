@@ -17,6 +17,7 @@ from services.api.health import healthz, readyz
 from services.api.lifespan import lifespan
 from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
+from services.api.pages.routes import PAGE_HANDLERS
 from services.api.sessions.routes import SessionController
 from services.api.wallet.routes import WalletController
 from services.api.webhooks.routes import WebhookController
@@ -40,6 +41,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
             ChallengeController,
             FeeQuoteController,
             WalletController,
+            # Last: `/{session_id}` is the catch-all the other top-level paths win against.
+            *PAGE_HANDLERS,
         ],
         lifespan=[lifespan(settings, clock or SystemClock(settings.clock_offset_ms))],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -1,0 +1,1 @@
+"""Checkout pages (hosted and embedded) served by the API."""
