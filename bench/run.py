@@ -41,6 +41,7 @@ from shared.config import Settings
 from shared.devkeys import ensure_dev_keys, mint_admin_token
 from shared.redis.keys import Keys
 from tests.processes import api_process, free_port, start_worker, stop
+from tests.support import seed_body
 
 ACCOUNT = "acct_bench_1"
 SESSIONS = "/v1/hosted-sessions"
@@ -95,44 +96,6 @@ SMOKE = Profile(
     memory_sessions=200,
     warmup=0.2,
 )
-
-
-def seed_body(**overrides: Any) -> dict[str, Any]:
-    """The seed's example create body (~1 KB, every field), as tests/support.py has it."""
-    body: dict[str, Any] = {
-        "amount": 14650,
-        "currency": "USD",
-        "description": "example",
-        "line_items": [{"description": "example", "amount": 14650, "quantity": 1, "metadata": {}}],
-        "customer_id": "example",
-        "customer_email": "hello@example.com",
-        "success_url": "https://example.com",
-        "cancel_url": "https://example.com",
-        "layout": "hosted",
-        "allowed_methods": ["card"],
-        "setup_future_usage": "off",
-        "scope": "payment",
-        "expires_in_seconds": 1800,
-        "branding": {
-            "logo_url": "https://example.com",
-            "accent_color": "#1A2B3C",
-            "merchant_display_name": "example",
-        },
-        "required_avs_fields": ["cardholder"],
-        "metadata": {"additionalProperty": "example"},
-        "fraud_signals": {
-            "ip_address": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-            "email": "shopper@example.com",
-            "phone": "+15555550123",
-            "account_type": "example",
-            "request_timestamp": 1,
-            "is_authorized": True,
-            "is_admin": True,
-        },
-    }
-    body.update(overrides)
-    return body
 
 
 def low_risk_body(i: int) -> dict[str, Any]:
