@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from services.api.app import create_app
 from shared.checkout.model import ChargeHold, ResolvedMethod
 from shared.checkout.store import CheckoutStore
 from shared.clock import ManualClock
@@ -26,19 +24,6 @@ from workers.main import run_workers
 
 URL = "/v1/hosted-sessions"
 LEAD_S = 2.0
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=time.time_ns() // 1_000_000 - int((300 - LEAD_S) * 1000))
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, clock: ManualClock, redis: Redis
-) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
-        yield test_client
 
 
 async def _crash_mid_charge(

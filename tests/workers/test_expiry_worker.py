@@ -4,7 +4,6 @@ once with two workers, after an outage, and not before a PATCH's new expiry."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Any
@@ -13,8 +12,6 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from services.api.app import create_app
-from shared.clock import ManualClock
 from shared.config import Settings
 from shared.events.model import EVENT_DECODER, SessionExpiredEvent
 from shared.ids import partition_of_account
@@ -26,19 +23,6 @@ URL = "/v1/hosted-sessions"
 # The API's clock runs this far behind the real one, so a session created with the seed's
 # minimum of 300 s expires 2 s from now in real time, which is what the worker goes by.
 LEAD_S = 2.0
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=time.time_ns() // 1_000_000 - int((300 - LEAD_S) * 1000))
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, clock: ManualClock, redis: Redis
-) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
-        yield test_client
 
 
 RunWorker = Callable[[], Coroutine[Any, Any, None]]

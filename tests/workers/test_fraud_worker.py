@@ -18,7 +18,6 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from services.api.app import create_app
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
@@ -37,19 +36,6 @@ URL = "/v1/hosted-sessions"
 Client = AsyncTestClient[Any]
 RunWorker = Callable[[], Coroutine[Any, Any, None]]
 _unique = itertools.count(1)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, clock: ManualClock, redis: Redis
-) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
-        yield test_client
 
 
 @pytest.fixture

@@ -7,16 +7,13 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from services.api.app import create_app
 from shared.clock import ManualClock
 from shared.config import Settings
 from tests.processes import child_env, free_port, start_worker, stop
@@ -25,19 +22,6 @@ from tests.workers.test_expiry_worker import expired_events
 
 URL = "/v1/hosted-sessions"
 LEAD_S = 3.0
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=time.time_ns() // 1_000_000 - int((300 - LEAD_S) * 1000))
-
-
-@pytest.fixture
-async def client(
-    settings: Settings, clock: ManualClock, redis: Redis
-) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(create_app(settings, clock=clock)) as test_client:
-        yield test_client
 
 
 async def _create_spread(
