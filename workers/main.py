@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 SPECS: dict[str, QueueSpec] = {spec.name: spec for spec in (expiry.SPEC, fraud.SPEC, webhooks.SPEC)}
 HEALTH_INTERVAL_SECONDS = 2
 HEALTH_TTL_SECONDS = 10
+LOOP_STOP_GRACE_SECONDS = 5
 
 
 def health_key(settings: Settings, queue: str, host: str | None = None) -> str:
@@ -160,14 +161,31 @@ async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.E
     for worker in workers:
         # Lets running jobs finish within their timeout; arq re-queues what it cancels.
         worker.handle_sig_wait_for_completion(signal.SIGTERM)
-    for task in loops:
-        task.cancel()
-    await asyncio.gather(*runs, *loops, return_exceptions=True)
+    await _stop_loops(loops)
+    await asyncio.gather(*runs, return_exceptions=True)
     for worker in workers:
         await worker.close()
     await _clear_health(app, queues)
     await app.redis.aclose(close_connection_pool=True)
     log.info("worker.stopped")
+
+
+async def _stop_loops(loops: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the loops and wait for them; one that outlives its cancellation (a library
+    that swallows it) is named with where it runs and cancelled again, so a stop never hangs."""
+    for task in loops:
+        task.cancel()
+    pending: set[asyncio.Task[None]] = set(loops)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=LOOP_STOP_GRACE_SECONDS)
+        for task in pending:
+            frames = task.get_stack(limit=1)
+            where = f"{frames[0].f_code.co_filename}:{frames[0].f_lineno}" if frames else "?"
+            log.error("worker.loop_did_not_stop", loop=task.get_name(), at=where)
+            task.cancel()
+    for task in loops:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("worker.loop_failed", loop=task.get_name(), error=repr(exc))
 
 
 async def _clear_health(app: WorkerContext, queues: Sequence[str]) -> None:

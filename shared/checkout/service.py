@@ -219,9 +219,9 @@ class CheckoutService:
             token=hold.method.token,
         )
         try:
-            outcome = await asyncio.wait_for(
-                self._processor.charge(request), timeout=CHARGE_TIMEOUT_SECONDS
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a cancellation.
+            async with asyncio.timeout(CHARGE_TIMEOUT_SECONDS):
+                outcome = await self._processor.charge(request)
         except (ProcessorTimeout, TimeoutError):
             # The charge may have happened: keep the hold, marked unknown. The next confirm
             # asks the processor with the same key and never charges twice.

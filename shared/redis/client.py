@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import hiredis
@@ -27,6 +29,40 @@ class HiredisPackingConnection(Connection):
             return [hiredis.pack_command(args)]
         except TypeError:  # a type hiredis does not pack (e.g. memoryview): the slow path
             return super().pack_command(*args)
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """redis-py's send, with its write timeout kept by `asyncio.timeout` instead of
+        `asyncio.wait_for`. On Python 3.11, wait_for returns normally when a cancellation
+        arrives just as the write completes (CPython gh-86296, fixed in 3.12): a worker loop
+        cancelled at shutdown then ran on forever (seen in CI; a stop/start loop under CPU
+        load reproduced it within minutes). wait_for also spawned a task per command."""
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        elif check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]  # same
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        writer = self._writer
+        if writer is None:  # connect() failed without raising: cannot happen, but say so
+            raise RedisConnectionError("Connection closed before the command was sent")
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:  # before OSError: TimeoutError is one
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # Cancelled mid-write: the stream may hold half a command; never reuse it.
+            await self.disconnect(nowait=True)
+            raise
 
 
 def create_redis(settings: Settings, *, client_name: str = "hosted-sessions") -> Redis:
