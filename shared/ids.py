@@ -13,18 +13,22 @@ SECRET_MARKER = "_secret_"  # noqa: S105  (the seed's separator, not a secret)
 _SESSION_ID_LEN = len(SESSION_PREFIX) + 16
 
 
+# Byte b -> BASE62[b % 62] for the 248 (= 4 * 62) values that map uniformly; the 8 above
+# are deleted (rejection sampling), so every character is exactly uniform.
+_TO_BASE62 = bytes(ord(BASE62[b % 62]) for b in range(256))
+_UNEVEN = bytes(range(4 * 62, 256))
+
+
 def random_base62(n: int) -> str:
     """n uniformly random base62 characters from the OS CSPRNG.
 
-    One big random integer cut into base62 digits (8 spare bytes keep the modulo bias below
-    2^-64), much cheaper than a `secrets.choice` per character on the hot paths.
-    """
-    value = int.from_bytes(secrets.token_bytes((n * 6) // 8 + 9), "big")
-    chars = []
-    for _ in range(n):
-        value, digit = divmod(value, 62)
-        chars.append(BASE62[digit])
-    return "".join(chars)
+    One `translate` in C over random bytes: ~10x cheaper than a divmod per character, and
+    these ids are made several times per request."""
+    out = b""
+    while len(out) < n:
+        # n + 8 bytes leave n after the ~3 % rejected ones all but always: one round.
+        out += secrets.token_bytes(n + 8).translate(_TO_BASE62, _UNEVEN)
+    return out[:n].decode("ascii")
 
 
 def partition_of_account(account_uid: str) -> int:

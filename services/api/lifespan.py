@@ -92,7 +92,7 @@ class AppServices:
 
 def build_services(settings: Settings, clock: Clock) -> AppServices:
     """Wire the clients once per process (nothing connects until first use)."""
-    redis = create_redis(settings, client_name="hosted-sessions-api")
+    redis = create_redis(settings, client_name="hosted-sessions-api", multiplex_scripts=True)
     domain = build_domain(settings, redis, clock)
     limits, card_testing = build_rate_limits(settings, redis, clock)
     jwks = JWKSCache(settings)

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.redis.multiplex import MultiplexedRedis, ScriptRoutingRedis
 
 
 class HiredisPackingConnection(Connection):
@@ -65,8 +66,14 @@ class HiredisPackingConnection(Connection):
             raise
 
 
-def create_redis(settings: Settings, *, client_name: str = "hosted-sessions") -> Redis:
-    """A client on a blocking pool (the default pool raises when capped; this one waits)."""
+def create_redis(
+    settings: Settings, *, client_name: str = "hosted-sessions", multiplex_scripts: bool = False
+) -> Redis:
+    """A client on a blocking pool (the default pool raises when capped; this one waits).
+
+    `multiplex_scripts`: Lua script calls share one auto-pipelined connection
+    (shared/redis/multiplex.py) — for the API, whose requests are mostly one script call
+    each. Only over redis:// and unix:// (TLS stays on the pool alone)."""
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
@@ -79,4 +86,7 @@ def create_redis(settings: Settings, *, client_name: str = "hosted-sessions") ->
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    if multiplex_scripts and settings.redis_url.startswith(("redis://", "unix://")):
+        mux = MultiplexedRedis(settings.redis_url, client_name=f"{client_name}-mux")
+        return ScriptRoutingRedis(mux=mux, connection_pool=pool)
     return Redis(connection_pool=pool)

@@ -139,7 +139,18 @@ async def test_bearer_scheme_is_case_insensitive(auth: AdminAuthenticator, keys:
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token abc.def.ghi", "Bearer a b"],
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer   ",
+        "Basic dXNlcjpwYXNz",
+        "Token abc.def.ghi",
+        "Bearer a b",
+        "Bearer a\tb",
+        "Bearer a\x00b",
+        "Bearer a\u00e9b",
+    ],
 )
 async def test_missing_or_malformed_authorization_header(
     auth: AdminAuthenticator, header: str | None

@@ -31,6 +31,8 @@ ACCOUNT_HEADER = "X-Payment-Account-Uid"
 _ACCOUNT_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 # Cognito access tokens are 1-2 KB; anything far larger is refused before any parsing work.
 _MAX_TOKEN_CHARS = 8192
+# Printable ASCII without spaces: what a JWT's base64url parts and dots are drawn from.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 _HTTP_TIMEOUT_SECONDS = 3.0
 # A failed JWKS load is retried sooner than the normal refresh interval, so a blip at start-up
 # does not lock every admin out for a whole interval.
@@ -296,7 +298,7 @@ def _bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated("Authorization header must use the Bearer scheme")
-    if len(token) > _MAX_TOKEN_CHARS or not token.isascii() or any(c.isspace() for c in token):
+    if len(token) > _MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
         raise NotAuthenticated("bearer token is malformed")
     return token
 

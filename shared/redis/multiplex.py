@@ -1,0 +1,264 @@
+"""One Redis connection shared by every request of a process, pipelined automatically.
+
+Why: under merchant load the API runs hundreds of single-command requests at once (a session
+write or read is one script call). Through a connection pool each command is its own socket
+write and read, and on loopback the sender pays for the receiver's network stack too: writes
+were the largest single cost of a create (py-spy, docs/architecture.md). Here every command
+issued during one event-loop turn leaves in one write, and the replies of one read resolve
+all their callers. Redis answers in order on a connection, so a FIFO of futures pairs replies
+with callers (the same design as ioredis' and node-redis' auto-pipelining).
+
+Only for commands whose raw RESP reply is what the caller wants (scripts, GET, SET, ...):
+redis-py's response callbacks (HGETALL to dict, ...) do not run here. Blocking commands
+(XREAD BLOCK, BLPOP) and MULTI never go through it: they would stall or interleave with
+everyone else's commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+from urllib.parse import unquote, urlparse
+
+import hiredis
+from redis._parsers.base import BaseParser
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, KeyT, ScriptTextT
+
+Arg = str | bytes | int | float
+
+_RETRIES = 2  # as the pooled client: a lost connection is retried twice, with a backoff
+_BACKOFF_SECONDS = 0.05
+
+
+def _pack(args: Sequence[Arg]) -> bytes:
+    # hiredis' stub types its argument as a 1-tuple; it takes any tuple of these types.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
+
+
+def _parse_error(message: str) -> RedisError:
+    error: RedisError = BaseParser.parse_error(message)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    return error
+
+
+class _Protocol(asyncio.Protocol):
+    """Feeds replies to the waiting futures in order; fails them all when the link drops."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.outbox: list[bytes] = []  # commands of this turn, written together
+        self.closed = False
+        self._reader = hiredis.Reader()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence the cast).
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        pending = self.pending
+        while (reply := self._reader.gets()) is not False:
+            if not pending:  # a reply nobody asked for: the stream is out of step
+                self.abort(RedisConnectionError("Redis sent a reply that was not asked for"))
+                return
+            future = pending.popleft()
+            if future.done():
+                continue  # its caller was cancelled or timed out; the reply is dropped
+            if isinstance(reply, hiredis.ReplyError):
+                # redis-py's own mapping: NOSCRIPT -> NoScriptError, READONLY -> ReadOnlyError...
+                future.set_exception(_parse_error(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def flush(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(outbox))
+        # Closed meanwhile: connection_lost failed these commands' futures already.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = RedisConnectionError(f"Connection to Redis lost: {exc or 'closed'}")
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def abort(self, error: RedisError) -> None:
+        self.closed = True
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class MultiplexedRedis:
+    """`await redis.execute("GET", key)`; scripts via `register_script(source)`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_name: str = "hosted-sessions",
+        timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "unix"):
+            raise ValueError(f"unsupported Redis URL scheme for the multiplexed client: {url!r}")
+        self._unix_path = parsed.path if parsed.scheme == "unix" else None
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or 6379
+        self._username = unquote(parsed.username) if parsed.username else None
+        self._password = unquote(parsed.password) if parsed.password else None
+        db_text = parsed.path.lstrip("/") if parsed.scheme == "redis" else ""
+        query_db = dict(p.split("=", 1) for p in parsed.query.split("&") if "=" in p).get("db")
+        self._db = int(db_text or query_db or 0)
+        self._client_name = client_name
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+
+    def register_script(self, source: str) -> MultiplexedScript:
+        return MultiplexedScript(self, source)
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command (pipelined with everyone else's) and return its raw reply."""
+        for attempt in range(_RETRIES + 1):
+            try:
+                return await self._execute_once(args)
+            except (RedisConnectionError, RedisTimeoutError):
+                if attempt == _RETRIES:
+                    raise
+                await asyncio.sleep(_BACKOFF_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _execute_once(self, args: Sequence[Arg]) -> Any:
+        protocol = await self._connected()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol.pending.append(future)
+        if not protocol.outbox:
+            asyncio.get_running_loop().call_soon(protocol.flush)
+        protocol.outbox.append(_pack(args))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await future
+        except TimeoutError:
+            # No answer within the timeout: the link is presumed dead, as the pooled client
+            # would presume; every other waiter fails over to a new connection.
+            protocol.abort(RedisTimeoutError("Timeout reading from Redis"))
+            raise RedisTimeoutError("Timeout reading from Redis") from None
+
+    async def _connected(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            return protocol
+        async with self._connecting:
+            if self._protocol is not None and not self._protocol.closed:
+                return self._protocol
+            self._protocol = await self._connect()
+            return self._protocol
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                if self._unix_path is not None:
+                    _, protocol = await loop.create_unix_connection(_Protocol, self._unix_path)
+                else:
+                    _, protocol = await loop.create_connection(_Protocol, self._host, self._port)
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        hello: list[tuple[Arg, ...]] = []
+        if self._password is not None:
+            auth = (self._username, self._password) if self._username else (self._password,)
+            hello.append(("AUTH", *auth))
+        if self._db:
+            hello.append(("SELECT", self._db))
+        hello.append(("CLIENT", "SETNAME", self._client_name))
+        futures = [loop.create_future() for _ in hello]
+        protocol.pending.extend(futures)
+        assert protocol.transport is not None
+        protocol.transport.write(b"".join(_pack(cmd) for cmd in hello))
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await asyncio.gather(*futures)
+        except BaseException:
+            protocol.abort(RedisConnectionError("Redis connection set-up failed"))
+            raise
+        return protocol
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+
+
+class MultiplexedScript:
+    """A Lua script called by its SHA1, loaded on first use or after a SCRIPT FLUSH."""
+
+    def __init__(self, redis: MultiplexedRedis, source: str) -> None:
+        self._redis = redis
+        self._source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
+        try:
+            return await self._redis.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # EVAL runs it and caches it under the same SHA for the next calls.
+            return await self._redis.execute("EVAL", self._source, len(keys), *keys, *args)
+
+
+class _RoutedScript(AsyncScript):
+    """redis-py's script object, except that a direct call (no pipeline given) goes through
+    the multiplexed connection; inside a pipeline it is queued there as before."""
+
+    def __init__(self, registered_client: Redis, script: str, mux: MultiplexedRedis) -> None:
+        super().__init__(registered_client, script)
+        self._mux_script = mux.register_script(script)
+
+    async def __call__(
+        self,
+        keys: Sequence[KeyT] | None = None,
+        args: Iterable[EncodableT] | None = None,
+        client: Redis | None = None,
+    ) -> Any:
+        if client is None or client is self.registered_client:
+            # Our stores pass str, bytes and numbers, all of which hiredis packs.
+            return await self._mux_script(
+                keys=cast(Sequence[Arg], list(keys or ())),
+                args=cast(Sequence[Arg], list(args or ())),
+            )
+        return await super().__call__(keys=keys, args=args, client=client)
+
+
+class ScriptRoutingRedis(Redis):
+    """The pooled redis-py client for everything, with every registered Lua script (a session
+    write, a session read, a rate-limit step: the request path's commands) pipelined over one
+    shared connection. Stores take it wherever they take a `Redis`, unchanged."""
+
+    def __init__(self, *, mux: MultiplexedRedis, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mux = mux
+
+    # redis-py's stub says Script (the sync class); the asyncio client returns AsyncScript.
+    def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
+        text = script.decode() if isinstance(script, bytes) else str(script)
+        return _RoutedScript(self, text, self.mux)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.mux.aclose()
+        await super().aclose(close_connection_pool=close_connection_pool)

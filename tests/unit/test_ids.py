@@ -1,0 +1,44 @@
+"""Identifiers: alphabet, length, uniformity and the partition a session id carries."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from shared.ids import (
+    BASE62,
+    PARTITIONS,
+    new_client_secret,
+    new_session_id,
+    partition_of_session,
+    random_base62,
+)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 20, 32, 300])
+def test_random_base62_has_the_length_and_alphabet(n: int) -> None:
+    value = random_base62(n)
+    assert len(value) == n
+    assert set(value) <= set(BASE62)
+
+
+def test_random_base62_uses_every_character_about_equally() -> None:
+    counts = Counter("".join(random_base62(62) for _ in range(5_000)))
+    assert set(counts) == set(BASE62)
+    # 5,000 draws per character: a character off by 25 % would be a mapping bug, not chance.
+    assert min(counts.values()) > 3_750
+    assert max(counts.values()) < 6_250
+
+
+def test_random_base62_values_do_not_repeat() -> None:
+    assert len({random_base62(20) for _ in range(10_000)}) == 10_000
+
+
+@pytest.mark.parametrize("partition", range(PARTITIONS))
+def test_session_id_carries_its_partition(partition: int) -> None:
+    session_id = new_session_id(partition)
+    assert partition_of_session(session_id) == partition
+    secret = new_client_secret(session_id)
+    assert secret.startswith(session_id + "_secret_")
+    assert len(secret) == len(session_id) + len("_secret_") + 32
