@@ -7,6 +7,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import msgspec
 import structlog
 
 from shared.config import Settings
@@ -41,12 +42,18 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+def _json_line(event: Any, **_: Any) -> str:
+    # msgspec instead of json.dumps (a canonical line per request); what it cannot encode is
+    # written as its repr, as structlog's own fallback does.
+    return msgspec.json.encode(event, enc_hook=repr).decode()
+
+
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     level = logging.getLevelName(settings.log_level.upper())
     as_json = settings.log_json if settings.log_json is not None else not sys.stdout.isatty()
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -60,7 +67,8 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # WriteLogger: one write + flush per line, without print()'s overhead.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
     # Libraries (arq, uvicorn) log through the stdlib: same stream, same level.

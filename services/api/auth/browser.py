@@ -74,12 +74,13 @@ async def require_client_secret(
     if origin is not None:
         own = session_origins(record, services.settings.public_base_url)
         allowed = await origin_allowed(services, record.account_uid, own, origin)
-        connection.state[ORIGIN_VERDICT] = allowed
+        connection.scope["state"][ORIGIN_VERDICT] = allowed
         if not allowed:
             raise OriginNotAllowed("Calls from this origin are not allowed for this checkout")
-    connection.state.session = record
+    # The scope's state dict itself: `connection.state` builds a State object per access.
+    connection.scope["state"]["session"] = record
 
 
 def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionRecord:
-    record: SessionRecord = connection.state.session
+    record: SessionRecord = connection.scope["state"]["session"]
     return record

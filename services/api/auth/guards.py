@@ -21,10 +21,11 @@ async def require_admin(
     principal = await services.admin_auth.authenticate(
         connection.headers.get("authorization"), connection.headers.get(ACCOUNT_HEADER)
     )
-    connection.state.principal = principal
+    # The scope's state dict itself: `connection.state` builds a State object per access.
+    connection.scope["state"]["principal"] = principal
     bind_log_context(account_uid=principal.account_uid)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminPrincipal:
-    principal: AdminPrincipal = connection.state.principal
+    principal: AdminPrincipal = connection.scope["state"]["principal"]
     return principal
