@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, patch
+from litestar import Controller, Request
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody
 
@@ -12,6 +12,7 @@ from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettings
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.errors import ErrorEnvelope
 from services.api.lifespan import app_services
+from services.api.routing import get, patch
 
 AnyRequest = Request[Any, Any, Any]
 

@@ -6,13 +6,14 @@ from functools import partial
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.errors import decode_strict
 from services.api.lifespan import app_services
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
+from services.api.routing import post
 from shared.fees.model import FeeQuote
 from shared.sessions.model import PaymentMethodType, iso_ms
 

@@ -6,7 +6,7 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
@@ -15,6 +15,7 @@ from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, Confirm
 from services.api.errors import decode_strict
 from services.api.lifespan import app_services
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
+from services.api.routing import get, post
 from shared.wallet.model import to_method_view
 
 AnyRequest = Request[Any, Any, Any]

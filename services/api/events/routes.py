@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, Parameter, QueryParameter
 
@@ -13,6 +13,7 @@ from services.api.errors import ErrorEnvelope
 from services.api.events.schemas import EventList
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
+from services.api.routing import get
 from shared.errors import ValidationFailed
 from shared.events.model import EVENT_TYPES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import JSONBody, PathParameter
@@ -14,6 +14,7 @@ from litestar.response import Response
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.errors import decode_strict
 from services.api.lifespan import app_services
+from services.api.routing import delete, get, post
 from shared.checkout.model import CardInput
 from shared.errors import InsufficientScope, NotFound, ValidationFailed
 from shared.wallet.model import SavedMethodView, to_method_view

@@ -6,7 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
@@ -16,6 +16,7 @@ from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 from services.api.openapi_errors import ADMIN_ERRORS, error_responses
+from services.api.routing import delete, get, patch, post
 from services.api.webhooks.schemas import (
     CreateEndpointParams,
     DeletedEndpoint,
