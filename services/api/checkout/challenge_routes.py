@@ -10,7 +10,7 @@ from litestar import Controller, Request
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
-from services.api.errors import decode_strict
+from services.api.body import strict_body
 from services.api.lifespan import app_services
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import post
@@ -39,9 +39,6 @@ class ChallengeVerified(msgspec.Struct, frozen=True, kw_only=True):
     """The challenge is passed: confirm may now proceed."""
 
     status: Literal["verified"] = "verified"
-
-
-_VERIFY_DECODER = msgspec.json.Decoder(VerifyParams)
 
 
 def _to_sent(sent: SentChallenge) -> ChallengeSent:
@@ -100,12 +97,13 @@ class ChallengeController(Controller):
                 "locked | insufficient_scope | origin_not_allowed"
             ),
         ),
+        dto=strict_body(VerifyParams),
+        return_dto=None,
     )
     async def verify_code(
         self, request: AnyRequest, data: JSONBody[VerifyParams]
     ) -> ChallengeVerified:
         """Pass the challenge with the code, or spend an attempt."""
-        # Decoded again strictly (as confirm does): no numbers for strings, no extra fields.
-        params = decode_strict(await request.body(), _VERIFY_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         await app_services(request).challenge.verify(session_of(request), params.code)
         return ChallengeVerified()

@@ -10,7 +10,7 @@ from litestar import Controller, Request
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
-from services.api.errors import decode_strict
+from services.api.body import strict_body
 from services.api.lifespan import app_services
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import post
@@ -38,9 +38,6 @@ class FeeQuoteView(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     currency: str
     expires_at: str
-
-
-_QUOTE_DECODER = msgspec.json.Decoder(QuoteFeeParams)
 
 
 def to_quote_view(quote: FeeQuote) -> FeeQuoteView:
@@ -75,10 +72,11 @@ class FeeQuoteController(Controller):
             s403="insufficient_scope (wallet credential) | origin_not_allowed",
             s409="already_confirmed: the session is paid",
         ),
+        dto=strict_body(QuoteFeeParams),
+        return_dto=None,
     )
     async def quote_fee(self, request: AnyRequest, data: JSONBody[QuoteFeeParams]) -> FeeQuoteView:
-        # Decoded again strictly (as confirm does): no numbers for strings, no extra fields.
-        params = decode_strict(await request.body(), _QUOTE_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         quote = await app_services(request).fees.quote(
             session_of(request), params.payment_method_type
         )

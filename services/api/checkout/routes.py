@@ -5,21 +5,19 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request
 from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
+from services.api.body import strict_body
 from services.api.browser_policy import client_ip_of
 from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, ConfirmResult, to_config
-from services.api.errors import decode_strict
 from services.api.lifespan import app_services
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import get, post
 from shared.wallet.model import to_method_view
 
 AnyRequest = Request[Any, Any, Any]
-_CONFIRM_DECODER = msgspec.json.Decoder(ConfirmParams)
 
 
 _errors = partial(error_responses, BROWSER_ERRORS)
@@ -58,9 +56,11 @@ class CheckoutController(Controller):
             s502="processing_error: the processor failed; retry",
             s503="network_error: the processor did not answer; retry learns the outcome",
         ),
+        dto=strict_body(ConfirmParams),
+        return_dto=None,
     )
     async def confirm(self, request: AnyRequest, data: JSONBody[ConfirmParams]) -> ConfirmResult:
-        params = decode_strict(await request.body(), _CONFIRM_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         return await app_services(request).checkout.confirm(
             session_of(request), params, client_ip=client_ip_of(request)
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
-from services.api.errors import decode_strict
+from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
@@ -31,8 +30,6 @@ AnyRequest = Request[Any, Any, Any]
 
 _errors = partial(error_responses, ADMIN_ERRORS)
 
-_CREATE_DECODER = msgspec.json.Decoder(CreateSessionParams)
-_UPDATE_DECODER = msgspec.json.Decoder(UpdateSessionParams)
 
 SessionId = Annotated[str, Parameter(max_length=64)]
 
@@ -53,6 +50,8 @@ class SessionController(Controller):
             s422="validation_error: line items do not sum to amount, or Idempotency-Key reused "
             "with another body",
         ),
+        dto=strict_body(CreateSessionParams),
+        return_dto=None,
     )
     async def create_session(
         self,
@@ -65,8 +64,7 @@ class SessionController(Controller):
     ) -> Response[CreatedSession]:
         sessions = app_services(request).sessions
         principal = principal_of(request)
-        # Litestar converts leniently ("14650" -> 14650); the contract's types are strict.
-        params = decode_strict(await request.body(), _CREATE_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
 
         async def run(claim: Claim | None) -> CreatedSession:
             created = await sessions.create(principal.account_uid, params, claim)
@@ -119,6 +117,8 @@ class SessionController(Controller):
             s410="session_expired: the session has expired",
             s422="validation_error: line items do not sum to amount, or expiry in the past",
         ),
+        dto=strict_body(UpdateSessionParams),
+        return_dto=None,
     )
     async def update_session(
         self,
@@ -128,7 +128,7 @@ class SessionController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
-        params = decode_strict(await request.body(), _UPDATE_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         return await app_services(request).sessions.update(
             principal_of(request).account_uid, session_id, params
         )

@@ -12,7 +12,7 @@ from litestar.params import JSONBody, PathParameter
 from litestar.response import Response
 
 from services.api.auth.browser import require_client_secret, session_of
-from services.api.errors import decode_strict
+from services.api.body import strict_body
 from services.api.lifespan import app_services
 from services.api.routing import delete, get, post
 from shared.checkout.model import CardInput
@@ -20,7 +20,6 @@ from shared.errors import InsufficientScope, NotFound, ValidationFailed
 from shared.wallet.model import SavedMethodView, to_method_view
 
 AnyRequest = Request[Any, Any, Any]
-_CARD_DECODER = msgspec.json.Decoder(CardInput)
 
 
 class SavedMethodList(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,11 +51,16 @@ class WalletController(Controller):
         methods = await app_services(request).wallet.list(record.account_uid, record.customer_id)
         return SavedMethodList(data=[to_method_view(m) for m in methods])
 
-    @post("/", summary="Save a card (no charge); the same card again returns the saved one")
+    @post(
+        "/",
+        summary="Save a card (no charge); the same card again returns the saved one",
+        dto=strict_body(CardInput),
+        return_dto=None,
+    )
     async def add_method(
         self, request: AnyRequest, data: JSONBody[CardInput]
     ) -> Response[SavedMethodView]:
-        card = decode_strict(await request.body(), _CARD_DECODER)
+        card = data  # decoded strictly, once (services/api/body.py)
         saved, created = await app_services(request).checkout.save_card(session_of(request), card)
         return Response(to_method_view(saved), status_code=201 if created else 200)
 

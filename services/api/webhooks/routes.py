@@ -5,13 +5,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from litestar.response import Response
 
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
-from services.api.errors import decode_strict
+from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
@@ -35,8 +34,6 @@ IdempotencyKey = Annotated[str | None, HeaderParameter(name="idempotency-key", m
 EndpointId = Annotated[str, Parameter(max_length=64)]
 DeliveryId = Annotated[str, Parameter(max_length=64)]
 
-_CREATE_DECODER = msgspec.json.Decoder(CreateEndpointParams)
-_UPDATE_DECODER = msgspec.json.Decoder(UpdateEndpointParams)
 _NOT_FOUND = "validation_error: no such webhook endpoint for this account"
 _errors = partial(error_responses, ADMIN_ERRORS)
 
@@ -56,6 +53,8 @@ class WebhookController(Controller):
             s422="validation_error: the account has the most endpoints allowed, or "
             "Idempotency-Key reused with another body",
         ),
+        dto=strict_body(CreateEndpointParams),
+        return_dto=None,
     )
     async def create_endpoint(
         self,
@@ -64,8 +63,7 @@ class WebhookController(Controller):
         account_uid: Account,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
-        # Litestar converts leniently; the contract's types are strict.
-        params = decode_strict(await request.body(), _CREATE_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
@@ -101,6 +99,8 @@ class WebhookController(Controller):
         "/webhook-endpoints/{endpoint_id:str}",
         summary="Update a webhook endpoint (url, enabled_events, description, enabled)",
         responses=_errors(s404=_NOT_FOUND),
+        dto=strict_body(UpdateEndpointParams),
+        return_dto=None,
     )
     async def update_endpoint(
         self,
@@ -110,7 +110,7 @@ class WebhookController(Controller):
         account_uid: Account,
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
-        params = decode_strict(await request.body(), _UPDATE_DECODER)
+        params = data  # decoded strictly, once (services/api/body.py)
         return await app_services(request).webhooks.update(
             principal_of(request).account_uid, endpoint_id, params
         )
