@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
@@ -26,9 +27,10 @@ from urllib.parse import unquote, urlparse
 import hiredis
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT, ScriptTextT
 
@@ -245,14 +247,53 @@ class _RoutedScript(AsyncScript):
         return await super().__call__(keys=keys, args=args, client=client)
 
 
+# Commands that answer at once and whose reply depends on nothing but their arguments: they
+# may share the multiplexed connection. Not: blocking reads (XREAD[GROUP] BLOCK, BLPOP...),
+# MULTI/EXEC/WATCH (connection state), SELECT/CLIENT/AUTH, pub/sub, SCRIPT, MONITOR.
+_MULTIPLEXABLE = frozenset(
+    {
+        "GET", "SET", "GETEX", "GETDEL", "MGET", "SETEX", "PSETEX", "SETNX", "DEL", "UNLINK",
+        "EXISTS", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "TTL", "PTTL", "INCR",
+        "INCRBY", "DECR", "DECRBY", "HGET", "HMGET", "HGETALL", "HSET", "HDEL", "HEXISTS",
+        "HINCRBY", "HLEN", "HKEYS", "HVALS", "ZADD", "ZREM", "ZSCORE", "ZMSCORE", "ZCARD",
+        "ZCOUNT", "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZRANK",
+        "ZREMRANGEBYSCORE", "LPUSH", "RPUSH", "LRANGE", "LLEN", "LTRIM", "SADD", "SREM",
+        "SISMEMBER", "SMEMBERS", "SCARD", "XADD", "XRANGE", "XREVRANGE", "XLEN", "XACK",
+        "EVALSHA", "EVAL", "PING",
+    }
+)  # fmt: skip
+
+
 class ScriptRoutingRedis(Redis):
-    """The pooled redis-py client for everything, with every registered Lua script (a session
-    write, a session read, a rate-limit step: the request path's commands) pipelined over one
-    shared connection. Stores take it wherever they take a `Redis`, unchanged."""
+    """The pooled redis-py client, with every registered Lua script (a session write, a
+    session read, a rate-limit step) and every simple command of `_MULTIPLEXABLE` pipelined
+    over one shared connection; pipelines, transactions and blocking reads stay on the pool.
+    Stores take it wherever they take a `Redis`, unchanged: replies go through redis-py's own
+    response callbacks, as on the pool."""
 
     def __init__(self, *, mux: MultiplexedRedis, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mux = mux
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0]
+        if name not in _MULTIPLEXABLE or NEVER_DECODE in options:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        try:
+            reply = await self.mux.execute(*args)
+        except ResponseError:
+            if EMPTY_RESPONSE in options:
+                return options[EMPTY_RESPONSE]
+            raise
+        except TypeError:  # an argument type hiredis does not pack: redis-py's own encoder
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        options.pop(EMPTY_RESPONSE, None)
+        options.pop("keys", None)  # only for redis-py's client-side cache
+        callback = self.response_callbacks.get(name)
+        if callback is None:
+            return reply
+        result = callback(reply, **options)
+        return await result if inspect.isawaitable(result) else result
 
     # redis-py's stub says Script (the sync class); the asyncio client returns AsyncScript.
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]

@@ -160,3 +160,32 @@ def test_the_shared_connection_runs_on_uvloop_as_in_the_api(settings: Settings) 
             await mux.aclose()
 
     assert uvloop.run(scenario()) == [b"uv"] * 100
+
+
+async def test_simple_commands_share_the_connection_with_redis_py_replies(
+    settings: Settings, redis: Redis
+) -> None:
+    """GET/SET/HGETALL/ZRANGE... through the shared connection answer exactly as through the
+    pool (redis-py's response callbacks still apply); blocking reads stay on the pool."""
+    routed = create_redis(settings, client_name=f"{settings.key_prefix}-r", multiplex_scripts=True)
+    key = f"{settings.key_prefix}:mux:cmd"
+    try:
+        assert await routed.set(key, "v", ex=60) is True
+        assert await routed.get(key) == b"v"
+        assert await routed.hset(f"{key}:h", mapping={"a": "1", "b": "2"}) == 2  # type: ignore[misc]  # redis-py types hash commands sync|async
+        assert await routed.hgetall(f"{key}:h") == {b"a": b"1", b"b": b"2"}  # type: ignore[misc]  # same
+        await routed.zadd(f"{key}:z", {"x": 1.5, "y": 2})
+        assert await routed.zrange(f"{key}:z", 0, -1, withscores=True) == [(b"x", 1.5), (b"y", 2.0)]
+        assert await routed.exists(key, f"{key}:none") == 1
+        assert await routed.ping() is True
+        with pytest.raises(ResponseError):
+            await routed.incr(key)
+        # A blocking read goes to the pool, never holding up the shared connection...
+        assert await routed.xread({f"{key}:s": "0"}, count=1, block=50) == []
+        # ...and a simple command to the shared one: each connection's last command says so.
+        assert await routed.get(key) == b"v"
+        last = {c["name"]: c["cmd"] for c in await redis.client_list()}
+        assert last[f"{settings.key_prefix}-r-mux"] == "get"
+        assert last[f"{settings.key_prefix}-r"] == "xread"
+    finally:
+        await routed.aclose(close_connection_pool=True)
