@@ -37,9 +37,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The performance suite (bench/run.py; README "Performance"): real API, worker and echo
-# processes on the machine's Redis (database 9, own key prefix), ~6 minutes. BENCH_ARGS=--smoke
-# for a seconds-long run; figures in bench/out/results.json.
+# The performance suite (bench/run.py; README "Performance"): real API, worker, echo, webhook
+# receiver and stream consumer processes on the machine's Redis (database 9, own key prefixes,
+# deleted afterwards), about 15 minutes on 2 cores (a million sessions are seeded and the peak
+# Redis memory is a few GB). BENCH_ARGS=--smoke for a seconds-long run, or e.g.
+# BENCH_ARGS=--phases=growth for one phase; figures in bench/out/results.json, plot in
+# bench/out/latency-vs-load.png (drawn without plotting libraries: nothing extra to install).
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

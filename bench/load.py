@@ -2,11 +2,19 @@
 127.0.0.1, latency measured per request. Usage (the orchestrator, bench/run.py, drives it):
 
     .venv/bin/python -m bench.load --port 8000 --requests reqs.json --connections 64 \
-        --duration 5 [--max-requests N] [--once] [--expect 201] [--save-bodies out.jsonl]
+        --duration 5 [--max-requests N] [--once] [--expect 201] [--save-bodies out.jsonl] \
+        [--rate R]
 
 `reqs.json` is a JSON list of {method, path, headers, body}; connections take them in turn
 (`--once`: each at most once, then stop; else cycled). Stops after `--duration` seconds or
 `--max-requests` responses, whichever comes first, and prints one JSON object of figures.
+
+Closed loop by default (each connection sends its next request when the last is answered:
+the server's maximum rate). `--rate R` is open loop: request k is due at start + k/R whether
+or not earlier ones were answered; it waits for a free connection if none is, and its latency
+counts from when it was due (so a stalled server is not hidden by fewer requests being sent,
+"coordinated omission"); `p99_service_ms` counts from when it was sent. Requests are issued
+for `--duration` seconds; the run ends when the last of them is answered.
 
 Raw asyncio protocols on uvloop (no HTTP library): requests are encoded once up front and a
 response is parsed only as far as its status and Content-Length, so the client spends as
@@ -20,6 +28,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -91,12 +100,12 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 when empty)."""
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (0 when empty)."""
     if not sorted_values:
         return 0.0
     rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
+    return float(sorted_values[rank])
 
 
 async def run_load(
@@ -147,7 +156,90 @@ async def run_load(
     elapsed = time.perf_counter() - started
     for conn in conns:
         conn.close()
+    return _figures(connections, latencies, [], statuses, errors, elapsed, saved, save_bodies)
+
+
+async def run_paced(
+    port: int,
+    requests: list[bytes],
+    *,
+    rate: float,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    once: bool,
+    expect: int,
+    save_bodies: Path | None,
+) -> dict[str, Any]:
+    """Open loop at `rate` requests/s (module docstring)."""
+    loop = asyncio.get_running_loop()
+    free: asyncio.Queue[_Connection] = asyncio.Queue()
+    conns: list[_Connection] = []
+    for _ in range(connections):
+        _, proto = await loop.create_connection(_Connection, HOST, port)
+        conns.append(proto)
+        free.put_nowait(proto)
+    latencies: list[float] = []
+    service: list[float] = []
+    statuses: dict[str, int] = {}
+    saved: list[bytes] = []
+    errors = 0
+    total = min(len(requests) if once else max_requests, max_requests, int(rate * duration))
+
+    async def one(raw: bytes, due: float) -> None:
+        nonlocal errors
+        conn = await free.get()
+        sent = time.perf_counter()
+        try:
+            status, body = await conn.send(raw)
+        except ConnectionError:
+            errors += 1
+            # That connection is gone: a new one takes its place in the pool.
+            _, fresh = await loop.create_connection(_Connection, HOST, port)
+            conns.append(fresh)
+            free.put_nowait(fresh)
+            return
+        done = time.perf_counter()
+        free.put_nowait(conn)
+        latencies.append(done - due)
+        service.append(done - sent)
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        if status != expect:
+            errors += 1
+        elif save_bodies is not None:
+            saved.append(body)
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    for k in range(total):
+        due = started + k / rate
+        wait = due - time.perf_counter()
+        if wait > 0.0005:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(requests[k % len(requests)], due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    for conn in conns:
+        conn.close()
+    result = _figures(
+        connections, latencies, service, statuses, errors, elapsed, saved, save_bodies
+    )
+    result["offered_rps"] = round(rate, 1)
+    return result
+
+
+def _figures(
+    connections: int,
+    latencies: list[float],
+    service: list[float],
+    statuses: dict[str, int],
+    errors: int,
+    elapsed: float,
+    saved: list[bytes],
+    save_bodies: Path | None,
+) -> dict[str, Any]:
     latencies.sort()
+    service.sort()
     ok = len(latencies) - errors
     return {
         "connections": connections,
@@ -161,6 +253,7 @@ async def run_load(
         "p90_ms": round(percentile(latencies, 90) * 1000, 2),
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "max_ms": round((latencies[-1] if latencies else 0.0) * 1000, 2),
+        **({"p99_service_ms": round(percentile(service, 99) * 1000, 2)} if service else {}),
         **({"bodies": saved} if save_bodies is not None else {}),
     }
 
@@ -175,24 +268,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="each request at most once")
     parser.add_argument("--expect", type=int, default=200, help="the status that counts as ok")
     parser.add_argument("--save-bodies", type=Path, help="write ok responses' bodies (JSONL)")
+    parser.add_argument("--rate", type=float, help="open loop: requests issued per second")
     args = parser.parse_args(argv)
     specs = msgspec.json.decode(args.requests.read_bytes(), type=list[Request])
     if not specs:
         print("no requests", file=sys.stderr)
         return 2
     raw = [encode_request(spec, args.port) for spec in specs]
-    result = uvloop.run(
-        run_load(
-            args.port,
-            raw,
-            connections=min(args.connections, args.max_requests),
-            duration=args.duration,
-            max_requests=args.max_requests,
-            once=args.once,
-            expect=args.expect,
-            save_bodies=args.save_bodies,
-        )
-    )
+    common: dict[str, Any] = {
+        "connections": min(args.connections, args.max_requests),
+        "duration": args.duration,
+        "max_requests": args.max_requests,
+        "once": args.once,
+        "expect": args.expect,
+        "save_bodies": args.save_bodies,
+    }
+    if args.rate:
+        result = uvloop.run(run_paced(args.port, raw, rate=args.rate, **common))
+    else:
+        result = uvloop.run(run_load(args.port, raw, **common))
     if args.save_bodies is not None:
         args.save_bodies.write_bytes(b"".join(b + b"\n" for b in result.pop("bodies")))
     print(json.dumps(result))
