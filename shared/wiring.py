@@ -23,7 +23,7 @@ from shared.fees.service import FeeService
 from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
-from shared.jobs import JobQueue, deserialize_job, serialize_job
+from shared.jobs import deserialize_job, serialize_job
 from shared.payments.processor import SimulatedProcessor
 from shared.redis.keys import Keys
 from shared.risk.service import RiskService
@@ -55,7 +55,6 @@ def build_session_service(
     )
     sessions = SessionService(
         SessionStore(redis, keys),
-        JobQueue(arq_client(redis), keys),
         idempotency,
         cipher,
         clock,

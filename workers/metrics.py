@@ -18,3 +18,18 @@ QUEUE_DEPTH = Gauge("hs_queue_depth", "Jobs waiting in an arq queue", ["queue"])
 WEBHOOK_ATTEMPTS = Counter(
     "hs_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
 )
+FRAUD_SESSIONS = Counter(
+    "hs_fraud_sessions_total",
+    "Sessions the scoring loop handled: scored, or skipped and why",
+    ["outcome"],
+)
+FRAUD_BATCH = Histogram(
+    "hs_fraud_batch_size",
+    "Sessions scored together (one partition's new sessions from one read)",
+    buckets=(1, 5, 10, 25, 50, 100, 200, 400),
+)
+FRAUD_LAG = Histogram(
+    "hs_fraud_lag_seconds",
+    "How long after its `created` event a session's risk decision was written",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)

@@ -12,7 +12,8 @@ _ORDER: dict[RiskLevel, int] = {"normal": 0, "elevated": 1, "highest": 2}
 
 
 class ConfirmRisk:
-    """Never proceeds without a decision: scores inline when the job has not run yet."""
+    """Never proceeds without a decision: scores inline when the scoring loop has not reached
+    the session yet (the first decision recorded wins either way)."""
 
     def __init__(self, risk: RiskService, sessions: SessionService, clock: Clock) -> None:
         self._risk = risk

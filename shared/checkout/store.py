@@ -14,9 +14,11 @@ from shared.redis.keys import Keys
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ChargeHold)
 
-# KEYS: session hash, hold. ARGV: expected sequence, hold. Holds only the version we read.
+# KEYS: session, hold. ARGV: expected sequence, hold. Holds only the version we read (the
+# session string starts with `<seq>;`, shared/sessions/store.py).
 _ACQUIRE = """
-if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') ~= tonumber(ARGV[1]) then
+local head = redis.call('GETRANGE', KEYS[1], 0, 19)
+if tonumber(string.match(head, '^(%d+);') or '0') ~= tonumber(ARGV[1]) then
   return 'conflict'
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 'ok' end

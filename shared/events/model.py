@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from shared.sessions.model import ExpiredReason, RiskView, SessionView
+from shared.sessions.model import ExpiredReason, RiskView, SessionStatus, SessionView
 
 
 class EventBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -39,8 +39,10 @@ class ExpiredData(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskScoredData(msgspec.Struct, frozen=True, kw_only=True):
-    object: SessionView
-    risk: RiskView
+    """Only what scoring adds (not the whole view): the decision and the session's status."""
+
+    risk: RiskView  # status `scored`, score, level, reasons
+    status: SessionStatus
 
 
 class SessionCreated(EventBase, frozen=True, kw_only=True, tag="hosted_session.created"):

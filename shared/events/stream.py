@@ -25,7 +25,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
-from shared.events.model import EVENT_DECODER, Event
+from shared.events.model import Event
+from shared.events.stored import decode_stored_event, stored_event_json, type_code
 from shared.ids import partition_of_account, partition_of_session
 from shared.leases import PartitionLeases
 from shared.redis.keys import Keys, seg
@@ -69,7 +70,7 @@ class StreamMessage(msgspec.Struct, frozen=True, kw_only=True):
 
     stream: str  # the partition stream key
     entry_id: str
-    event: Event  # decoded with EVENT_DECODER
+    event: Event  # decoded with shared.events.stored.decode_stored_event
     deliveries: int  # how many times this entry was delivered to this group (1 on first read)
 
 
@@ -263,7 +264,7 @@ class EventConsumer:
         """The delivered entry as a message; None when it cannot be decoded, after moving it
         to the dead letters (no retry can make it readable, and it must not block others)."""
         try:
-            event = EVENT_DECODER.decode(fields[b"e"])
+            event = decode_stored_event(fields[b"e"])
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._dead_letter(partition, entry_id, fields, deliveries, "undecodable")
             log.error(
@@ -336,7 +337,7 @@ class StreamTail:
         }
 
     async def read(self) -> list[tuple[str, bytes]]:
-        """(entry id, stored JSON envelope) of new entries, oldest first across partitions;
+        """(entry id, JSON envelope as encoded) of new entries, oldest first across partitions;
         may block up to block_ms; [] when nothing."""
         if not self._positions:
             await self.start()
@@ -346,7 +347,12 @@ class StreamTail:
         for raw_stream, entries in reply or []:
             for raw_id, fields in entries:
                 entry_id = _text(raw_id)
-                out.append((_id_key(entry_id), entry_id, fields[b"e"]))
+                try:
+                    raw = stored_event_json(fields[b"e"])
+                except (KeyError, msgspec.DecodeError):
+                    log.error("events.undecodable", stream=_text(raw_stream), entry_id=entry_id)
+                    continue
+                out.append((_id_key(entry_id), entry_id, raw))
             if entries:
                 self._positions[_text(raw_stream)] = _text(entries[-1][0])
         out.sort()
@@ -369,7 +375,7 @@ class EventPage(msgspec.Struct, frozen=True, kw_only=True):
 
 class AccountEvents:
     """One account's past events, from its index stream (same entry ids as the partition
-    stream, field `t` = type), newest first; events trimmed away are skipped."""
+    stream, field `t` = type code), newest first; events trimmed away are skipped."""
 
     def __init__(self, redis: Redis, keys: Keys, *, scan_limit: int = 1000) -> None:
         self._redis = redis
@@ -394,7 +400,7 @@ class AccountEvents:
             return EventPage(events=[], has_more=False, next_cursor=None)
         index = self._keys.account_events(partition, account_uid)
         stream = self._keys.events(partition)
-        wanted_type = event_type.encode() if event_type is not None else None
+        wanted_type = type_code(event_type).encode() if event_type is not None else None
         # Unfiltered, every index entry is (nearly always) a hit: read just one more than a
         # page to learn has_more. Filtered, read more per round trip.
         chunk = limit + 1 if event_type is None and session_id is None else 100
@@ -448,7 +454,7 @@ class AccountEvents:
             if not rows:
                 continue  # trimmed from the partition stream before its index entry
             try:
-                out.append((entry_id, EVENT_DECODER.decode(rows[0][1][b"e"])))
+                out.append((entry_id, decode_stored_event(rows[0][1][b"e"])))
             except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
                 log.error("events.undecodable", stream=stream, entry_id=entry_id)
         return out

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from shared.events.stored import stored_event_json
 from shared.ids import PARTITIONS
 from shared.redis.keys import Keys
 
@@ -151,6 +152,6 @@ def _str(value: bytes | str) -> str:
 
 def _account_of(fields: dict[bytes, bytes]) -> str | None:
     try:
-        return _ACCOUNT_DECODER.decode(fields[b"e"]).account_uid
+        return _ACCOUNT_DECODER.decode(stored_event_json(fields[b"e"])).account_uid
     except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
         return None  # nothing to find in any index; the entry itself is still trimmed

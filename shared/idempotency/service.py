@@ -4,6 +4,11 @@ Flow: `begin` takes a short lock with a pending record (SET NX); the request run
 response is stored encrypted (it may hold a client secret) under the same key. A create
 stores its record in the same atomic step as the session, so a crash between the two can
 never make a retry create a second session.
+
+Stored form (msgpack array): state, the request fingerprint (32 raw bytes of its SHA-256),
+the lock's token, the status, and the body compressed (preset dictionary: a create's response
+repeats its id and URLs) then AES-GCM encrypted. Only we read the stored length, so
+compressing before encrypting tells no one anything about the secret inside.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import msgspec
 from shared.crypto import DataCipher
 from shared.errors import IdempotencyInFlight, IdempotencyKeyReused, ValidationFailed
 from shared.idempotency.store import IdempotencyStore
+from shared.redis.compact import PresetDeflate
 
 MAX_KEY_LENGTH = 255
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     state: Literal["pending", "done"]
-    fingerprint: str
+    fingerprint: bytes  # the SHA-256 digest `request_fingerprint` spells in hex
     token: str = ""
     status: int = 0
-    body: bytes = b""  # encrypted response body
+    body: bytes = b""  # response body, compressed (_BODY_CODEC) then encrypted
 
 
 class Replay(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +50,13 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_Record)
+# Frozen (shared/redis/compact.py).
+_BODY_CODEC = PresetDeflate(
+    0x04,
+    b'{"session_id":"cs_","client_secret":"cs__secret_","expires_at":"2026-01-01T00:00:00.000Z",'
+    b'"hosted_url":"https://checkout.govifi.com/cs_",'
+    b'"embed_url":"https://checkout.govifi.com/embed/cs_"}',
+)
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:
@@ -73,13 +86,17 @@ class IdempotencyService:
             )
         redis_key = self._store.key(partition, account_uid, idem_key)
         pending = _ENCODER.encode(
-            _Record(state="pending", fingerprint=fingerprint, token=secrets.token_hex(8))
+            _Record(
+                state="pending",
+                fingerprint=bytes.fromhex(fingerprint),
+                token=secrets.token_hex(8),
+            )
         )
         current = await self._store.lock_or_get(redis_key, pending, self._lock)
         if current is None:
             return Claim(redis_key=redis_key, fingerprint=fingerprint, pending=pending)
         record = _DECODER.decode(current)
-        if record.fingerprint != fingerprint:
+        if record.fingerprint.hex() != fingerprint:
             raise IdempotencyKeyReused(
                 "Idempotency-Key: this key was already used with a different request"
             )
@@ -89,16 +106,16 @@ class IdempotencyService:
                 retry_after=1,
             )
         body = self._cipher.decrypt(record.body, context=redis_key)
-        return Replay(status=record.status, body=body)
+        return Replay(status=record.status, body=_BODY_CODEC.unpack(body))
 
     def done_record(self, claim: Claim, status: int, body: bytes) -> bytes:
         """The stored form of a response, for a caller that writes it in its own atomic step."""
         return _ENCODER.encode(
             _Record(
                 state="done",
-                fingerprint=claim.fingerprint,
+                fingerprint=bytes.fromhex(claim.fingerprint),
                 status=status,
-                body=self._cipher.encrypt(body, context=claim.redis_key),
+                body=self._cipher.encrypt(_BODY_CODEC.pack(body), context=claim.redis_key),
             )
         )
 

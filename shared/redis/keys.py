@@ -29,20 +29,19 @@ class Keys:
         return f"{self.prefix}:{{p{partition:02d}}}"
 
     def session(self, partition: int, session_id: str) -> str:
-        """HASH: doc (msgpack record), seq (event sequence = version), sh (secret hash),
-        fs (encrypted fraud signals)."""
+        """STRING `<seq>;<len sh>;<len fs>;<sh><fs><doc>`: event sequence (= version), the
+        secret's keyed hash, the encrypted fraud signals, the compressed msgpack record
+        (`shared.sessions.store`)."""
         return f"{self.tag(partition)}:s:{session_id}"
 
-    def account_index(self, partition: int, account_uid: str) -> str:
-        """ZSET (all scores 0, ordered by member): `<inverted created ms>:<session id>`."""
-        return f"{self.tag(partition)}:a:{seg(account_uid)}:all"
-
     def status_index(self, partition: int, account_uid: str, status: str) -> str:
-        """ZSET like `account_index`, holding only sessions in `status`."""
+        """ZSET (all scores 0, ordered by member) of the account's sessions in `status`:
+        `<inverted created ms, 8 base62 digits><session id>`, newest first. The three status
+        indexes together are the account's list (no account-wide index is kept)."""
         return f"{self.tag(partition)}:a:{seg(account_uid)}:st:{status}"
 
     def customer_index(self, partition: int, account_uid: str, customer_id: str) -> str:
-        """ZSET like `account_index`, holding only one customer's sessions."""
+        """ZSET like `status_index`, holding one customer's sessions (every status)."""
         return f"{self.tag(partition)}:a:{seg(account_uid)}:cu:{seg(customer_id)}"
 
     def wallet(self, partition: int, account_uid: str, customer_id: str) -> str:
@@ -71,7 +70,8 @@ class Keys:
 
     def account_events(self, partition: int, account_uid: str) -> str:
         """STREAM: one entry per event of the account, with the partition stream's entry id
-        (field `t`: event type); the event itself is read from `events`."""
+        (field `t`: the event type's code, `shared.events.stored.TYPE_CODES`); the event
+        itself is read from `events`."""
         return f"{self.tag(partition)}:a:{seg(account_uid)}:events"
 
     def idempotency(self, partition: int, account_uid: str, key: str) -> str:
@@ -83,7 +83,8 @@ class Keys:
         return f"{self.tag(partition)}:expiry"
 
     def events(self, partition: int) -> str:
-        """STREAM of lifecycle events of this partition's sessions (field `e`: JSON envelope)."""
+        """STREAM of lifecycle events of this partition's sessions (field `e`: the JSON
+        envelope's stored form, `shared.events.stored`)."""
         return f"{self.tag(partition)}:events"
 
     def all_event_streams(self) -> list[str]:
@@ -121,7 +122,7 @@ class Keys:
 
     def event_dead_letters(self, partition: int, group: str) -> str:
         """STREAM: entries consumer group `group` gave up on (fields `id` = the partition
-        stream's entry id, `e` = the envelope, `deliveries`, `reason`)."""
+        stream's entry id, `e` = the envelope's stored form, `deliveries`, `reason`)."""
         return f"{self.tag(partition)}:events:dead:{seg(group)}"
 
     def event_trim_turn(self) -> str:

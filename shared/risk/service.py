@@ -1,11 +1,14 @@
-"""Fraud scoring of one session: load, count velocity, apply the rules, record the decision.
+"""Fraud scoring: load, count velocity, apply the rules, record the decision; for one session
+(inline at confirm) or a batch of one partition's sessions (the scoring loop).
 
-Safe to run any number of times for a session (arq runs jobs at least once): velocity counts
-are keyed by session id, the rules are pure, and `record_risk` keeps the first decision.
+Safe to run any number of times for a session (the event streams deliver at least once, and
+confirm may score concurrently): velocity counts are keyed by session id, the rules are pure,
+and `record_risk` keeps the first decision.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -15,11 +18,12 @@ from shared.crypto import DataCipher
 from shared.risk.rules import (
     Assessment,
     RiskInput,
+    Thresholds,
     VelocityCounts,
     evaluate,
     velocity_subjects,
 )
-from shared.risk.store import RiskStore, VelocitySubject
+from shared.risk.store import Observation, RiskStore, VelocityCall, VelocitySubject
 from shared.sessions.model import FraudSignals, Risk, SessionRecord
 from shared.sessions.service import SessionService
 
@@ -50,47 +54,115 @@ class RiskService:
     async def score_session(self, session_id: str) -> ScoreOutcome:
         """Score an open, unscored session once; anything else is skipped and left alone."""
         record = await self._sessions.load(session_id)
-        if record is None:
-            return ScoreOutcome(written=False, skipped="unknown")
-        if record.status != "open":
-            return ScoreOutcome(written=False, skipped="terminal")
-        if record.risk.status == "scored":
-            return ScoreOutcome(written=False, skipped="already_scored")
+        skipped = _skip_reason(record)
+        if skipped is not None or record is None:
+            return ScoreOutcome(written=False, skipped=skipped or "unknown")
         signals = (
             await self._sessions.load_fraud_signals(session_id)
             if record.has_fraud_signals
             else None
         )
         assessment = await self.assess(record, signals)
-        written = await self._sessions.record_risk(
-            session_id,
-            Risk(score=assessment.score, level=assessment.level, reasons=assessment.reasons),
-        )
+        written = await self._sessions.record_risk(session_id, _risk(assessment))
         # Not written: a concurrent run scored it first, or it turned terminal meanwhile.
         return ScoreOutcome(
             written=written, skipped=None if written else "raced", assessment=assessment
         )
 
+    async def score_many(self, session_ids: Sequence[str]) -> list[ScoreOutcome]:
+        """Score ONE partition's sessions together, in the order given (creation order counts
+        velocity as if one by one): one round trip each for the records, their signals, the
+        velocity of all and the decisions of all with their events."""
+        ids = list(session_ids)
+        records = await self._sessions.load_many(ids)
+        outcomes: list[ScoreOutcome] = [ScoreOutcome(written=False)] * len(ids)
+        todo: list[tuple[int, SessionRecord]] = []
+        for i, record in enumerate(records):
+            skipped = _skip_reason(record)
+            if skipped is not None or record is None:
+                outcomes[i] = ScoreOutcome(written=False, skipped=skipped or "unknown")
+            else:
+                todo.append((i, record))
+        if not todo:
+            return outcomes
+        with_signals = [record.id for _, record in todo if record.has_fraud_signals]
+        found = await self._sessions.load_fraud_signals_many(with_signals) if with_signals else []
+        by_id = dict(zip(with_signals, found, strict=True))
+        signals = [by_id.get(record.id) for _, record in todo]
+        observed = await self._store.observe_many(
+            [
+                self._velocity_call(record, sig)
+                for (_, record), sig in zip(todo, signals, strict=True)
+            ]
+        )
+        thresholds: dict[bytes | None, Thresholds] = {}
+        assessments = []
+        for (_, record), sig, seen in zip(todo, signals, observed, strict=True):
+            if seen.settings not in thresholds:
+                thresholds[seen.settings] = decode_settings(seen.settings).risk.thresholds
+            assessments.append(_evaluate(record, sig, seen, thresholds[seen.settings]))
+        written = await self._sessions.record_risk_many(
+            [(record, _risk(a)) for (_, record), a in zip(todo, assessments, strict=True)]
+        )
+        for (i, _), assessment, ok in zip(todo, assessments, written, strict=True):
+            outcomes[i] = ScoreOutcome(
+                written=ok, skipped=None if ok else "raced", assessment=assessment
+            )
+        return outcomes
+
     async def assess(self, record: SessionRecord, signals: FraudSignals | None) -> Assessment:
         """Count the session's velocity and apply the rules under its account's thresholds."""
-        subjects = [
-            VelocitySubject(
-                dimension=rule.dimension,
-                digest=velocity_digest(self._cipher, rule.dimension, value),
-                window_ms=rule.window_ms,
-            )
-            for rule, value in velocity_subjects(signals)
-        ]
+        call = self._velocity_call(record, signals)
         observed = await self._store.observe(
-            record.account_uid, record.id, record.created_at_ms, subjects
+            call.account_uid, call.session_id, call.created_at_ms, call.subjects
         )
-        thresholds = decode_settings(observed.settings).risk.thresholds
-        return evaluate(
-            RiskInput(
-                signals=signals,
-                created_at_ms=record.created_at_ms,
-                customer_email=record.customer_email,
-                velocity=VelocityCounts(**observed.counts),
-            ),
-            thresholds,
+        return _evaluate(
+            record, signals, observed, decode_settings(observed.settings).risk.thresholds
         )
+
+    def _velocity_call(self, record: SessionRecord, signals: FraudSignals | None) -> VelocityCall:
+        return VelocityCall(
+            account_uid=record.account_uid,
+            session_id=record.id,
+            created_at_ms=record.created_at_ms,
+            subjects=[
+                VelocitySubject(
+                    dimension=rule.dimension,
+                    digest=velocity_digest(self._cipher, rule.dimension, value),
+                    window_ms=rule.window_ms,
+                )
+                for rule, value in velocity_subjects(signals)
+            ],
+        )
+
+
+def _skip_reason(record: SessionRecord | None) -> SkipReason | None:
+    """Why a session is not to be scored (None: score it)."""
+    if record is None:
+        return "unknown"
+    if record.status != "open":
+        return "terminal"
+    if record.risk.status == "scored":
+        return "already_scored"
+    return None
+
+
+def _evaluate(
+    record: SessionRecord,
+    signals: FraudSignals | None,
+    observed: Observation,
+    thresholds: Thresholds,
+) -> Assessment:
+    return evaluate(
+        RiskInput(
+            signals=signals,
+            created_at_ms=record.created_at_ms,
+            customer_email=record.customer_email,
+            velocity=VelocityCounts(**observed.counts),
+        ),
+        thresholds,
+    )
+
+
+def _risk(assessment: Assessment) -> Risk:
+    return Risk(score=assessment.score, level=assessment.level, reasons=assessment.reasons)

@@ -10,22 +10,36 @@ from redis.asyncio import Redis
 from shared.redis.keys import Keys
 
 # Members older than this many windows are trimmed. One spare window keeps what a session
-# scored a little out of order (its job ran late) still needs to count.
+# scored a little out of order (scored late) still needs to count.
 _KEEP_WINDOWS = 2
 
 # One script rather than a MULTI: the same atomic step on one slot, but one reply to parse
-# instead of one per queued command (measured here: twice the throughput of the MULTI).
-# KEYS[1] = the account's settings; KEYS[2..] = velocity sets.
-# ARGV[1] = session id, ARGV[2] = its creation ms; then per set: count-from (exclusive),
-# trim-below (exclusive), TTL ms. Bounds come from Python: Lua numbers are doubles.
+# instead of one per queued command (measured here: twice the throughput of the MULTI). One
+# call counts any number of sessions of ONE partition, in the order given (a batch of the
+# scoring loop is one round trip; a single session is a batch of one).
+# KEYS: ARGV[1] settings keys (each account of the batch once), then every session's velocity
+# sets in order. ARGV: 1 number of settings keys; then per session: id, creation ms, number
+# of sets n, then n times: count-from (exclusive), trim-below (exclusive), TTL ms. Bounds
+# come from Python: Lua numbers are doubles.
+# Returns {settings or '' per settings key..., {count per set} per session...}
 _OBSERVE = """
-local out = {redis.call('GET', KEYS[1]) or ''}
-for i = 2, #KEYS do
-  local arg = 3 * (i - 2) + 3
-  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[arg + 1])
-  out[i] = redis.call('ZCOUNT', KEYS[i], ARGV[arg], ARGV[2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[arg + 2])
+local nsettings = tonumber(ARGV[1])
+local out = {}
+for i = 1, nsettings do out[i] = redis.call('GET', KEYS[i]) or '' end
+local k, a = nsettings, 2
+while a <= #ARGV do
+  local id, created, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local counts = {}
+  for j = 1, n do
+    k = k + 1
+    redis.call('ZADD', KEYS[k], created, id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[a + 1])
+    counts[j] = redis.call('ZCOUNT', KEYS[k], ARGV[a], created)
+    redis.call('PEXPIRE', KEYS[k], ARGV[a + 2])
+    a = a + 3
+  end
+  out[#out + 1] = counts
 end
 return out
 """
@@ -37,6 +51,15 @@ class VelocitySubject(msgspec.Struct, frozen=True, kw_only=True):
     dimension: str
     digest: str
     window_ms: int
+
+
+class VelocityCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One session to count into its velocity windows."""
+
+    account_uid: str
+    session_id: str
+    created_at_ms: int
+    subjects: Sequence[VelocitySubject]
 
 
 class Observation(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,17 +88,42 @@ class RiskStore:
         Idempotent: the member is the session id and its score the session's creation time, so
         a re-run adds nothing and counts the same window (sessions created in
         (created - window, created])."""
-        keys = [self._keys.account_settings(account_uid)]
-        args: list[str | int] = [session_id, created_at_ms]
-        for subject in subjects:
-            keep_ms = _KEEP_WINDOWS * subject.window_ms
-            keys.append(self._keys.risk_velocity(account_uid, subject.dimension, subject.digest))
-            args += [
-                f"({created_at_ms - subject.window_ms}",
-                f"({created_at_ms - keep_ms}",
-                keep_ms,
-            ]
+        call = VelocityCall(
+            account_uid=account_uid,
+            session_id=session_id,
+            created_at_ms=created_at_ms,
+            subjects=subjects,
+        )
+        return (await self.observe_many([call]))[0]
+
+    async def observe_many(self, calls: Sequence[VelocityCall]) -> list[Observation]:
+        """`observe` for sessions of ONE partition (their accounts share its tag, so one slot),
+        in the order given, in one script call: each session counts the ones before it, as if
+        observed one by one."""
+        if not calls:
+            return []
+        accounts = list(dict.fromkeys(call.account_uid for call in calls))
+        keys = [self._keys.account_settings(account) for account in accounts]
+        args: list[str | int] = [len(accounts)]
+        for call in calls:
+            created = call.created_at_ms
+            args += [call.session_id, created, len(call.subjects)]
+            for subject in call.subjects:
+                keep_ms = _KEEP_WINDOWS * subject.window_ms
+                keys.append(
+                    self._keys.risk_velocity(call.account_uid, subject.dimension, subject.digest)
+                )
+                args += [f"({created - subject.window_ms}", f"({created - keep_ms}", keep_ms]
         result = await self._observe(keys=keys, args=args)
-        found = zip(subjects, result[1:], strict=True)
-        counts = {subject.dimension: int(n) for subject, n in found}
-        return Observation(counts=counts, settings=result[0] or None)
+        found = zip(accounts, result[: len(accounts)], strict=True)
+        settings = {account: raw or None for account, raw in found}
+        return [
+            Observation(
+                counts={
+                    subject.dimension: int(n)
+                    for subject, n in zip(call.subjects, counts, strict=True)
+                },
+                settings=settings[call.account_uid],
+            )
+            for call, counts in zip(calls, result[len(accounts) :], strict=True)
+        ]

@@ -49,17 +49,19 @@ from shared.ids import (
     partition_of_account,
     partition_of_session,
 )
-from shared.jobs import JobQueue
 from shared.sessions.model import (
     ExpiredReason,
     FraudSignals,
     PaymentInfo,
     Risk,
+    RiskView,
     SessionRecord,
     SessionStatus,
     SessionView,
+    decode_fraud_signals,
     effective_status,
     embed_url,
+    encode_fraud_signals,
     hosted_url,
     iso_ms,
     to_view,
@@ -102,14 +104,12 @@ class SessionService:
     def __init__(
         self,
         store: SessionStore,
-        jobs: JobQueue,
         idempotency: IdempotencyService,
         cipher: DataCipher,
         clock: Clock,
         public_base_url: str,
     ) -> None:
         self._store = store
-        self._jobs = jobs
         self._idem = idempotency
         self._cipher = cipher
         self._clock = clock
@@ -175,7 +175,7 @@ class SessionService:
         )
         fraud_blob = (
             self._cipher.encrypt(
-                msgspec.msgpack.encode(params.fraud_signals), _fraud_context(session_id)
+                encode_fraud_signals(params.fraud_signals), _fraud_context(session_id)
             )
             if params.fraud_signals is not None
             else b""
@@ -197,17 +197,10 @@ class SessionService:
         # "exists" can only be our own write retried after a lost reply (ids are random).
         if outcome.result == "conflict":
             raise InternalError("session id collision")
-        await self._enqueue_followups(record)
+        # Nothing to enqueue: the fraud workers score it from its `created` event (written in
+        # the same step), and the expiry loop finds it in the expiry schedule.
         log.info("session.created", session_id=session_id, account_uid=account_uid)
         return response
-
-    async def _enqueue_followups(self, record: SessionRecord) -> None:
-        # The session is already stored: a failed enqueue must not fail the request; its risk
-        # stays pending (confirm never proceeds without a decision).
-        try:
-            await self._jobs.enqueue_scoring(record.id)
-        except Exception:
-            log.exception("session.enqueue_failed", session_id=record.id)
 
     # --- browser credential ---------------------------------------------------------------
 
@@ -503,14 +496,29 @@ class SessionService:
     async def load_fraud_signals(self, session_id: str) -> FraudSignals | None:
         """The decrypted signals (PII: for the risk rules only; never returned or logged)."""
         blob = await self._store.load_fraud_blob(session_id)
+        return self._decrypt_fraud_signals(session_id, blob)
+
+    async def load_fraud_signals_many(self, session_ids: list[str]) -> list[FraudSignals | None]:
+        """`load_fraud_signals` for ONE partition's sessions, in the order of the ids."""
+        blobs = await self._store.load_fraud_blobs(session_ids)
+        return [
+            self._decrypt_fraud_signals(session_id, blob)
+            for session_id, blob in zip(session_ids, blobs, strict=True)
+        ]
+
+    def _decrypt_fraud_signals(self, session_id: str, blob: bytes | None) -> FraudSignals | None:
         if not blob:
             return None
         plain = self._cipher.decrypt(blob, _fraud_context(session_id))
-        return msgspec.msgpack.decode(plain, type=FraudSignals)
+        return decode_fraud_signals(plain)
 
     async def load(self, session_id: str) -> SessionRecord | None:
         stored = await self._store.load(session_id)
         return None if stored is None else stored.record
+
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
+        """Records of ONE partition's sessions, in the order of the ids (None where unknown)."""
+        return await self._store.load_many(session_ids)
 
     async def record_risk(self, session_id: str, risk: Risk) -> bool:
         """Store a risk decision with its `risk_scored` event, once: a session already scored
@@ -522,30 +530,57 @@ class SessionService:
             record = stored.record
             if record.risk.status == "scored" or record.status != "open":
                 return False
-            now = self._clock.now_ms()
-            changed = msgspec.structs.replace(
-                record,
-                risk=msgspec.structs.replace(risk, status="scored", scored_at_ms=now),
-                updated_at_ms=now,
-                sequence=record.sequence + 1,
-            )
-            view = to_view(changed, now, self._base_url)
-            event = SessionRiskScored(
-                **self._event(changed, now, data=RiskScoredData(object=view, risk=view.risk))
-            )
-            outcome = await self._store.write(
-                SessionWrite(
-                    record=changed,
-                    previous_status=record.status,
-                    event_json=EVENT_ENCODER.encode(event),
-                    event_type=event.type,
-                )
-            )
+            outcome = await self._store.write(self._risk_change(record, risk, self._clock.now_ms()))
             if outcome.result == "ok":
                 return True
             if outcome.result == "held":
                 return False  # confirm scores inline before it holds: this decision is late
         raise InternalError("session changed concurrently too often; retry")
+
+    async def record_risk_many(self, decisions: list[tuple[SessionRecord, Risk]]) -> list[bool]:
+        """`record_risk` for ONE partition's sessions, from their records as just loaded, in
+        one script call (the scoring loop). Each write is still compare-and-set on `seq`: a
+        session changed since its load goes through `record_risk` alone. True where written."""
+        now = self._clock.now_ms()
+        written = [False] * len(decisions)
+        todo = [
+            i
+            for i, (record, _) in enumerate(decisions)
+            if record.risk.status != "scored" and record.status == "open"
+        ]
+        changes = [self._risk_change(*decisions[i], now) for i in todo]
+        outcomes = await self._store.write_many(changes) if changes else []
+        for i, outcome in zip(todo, outcomes, strict=True):
+            if outcome.result == "ok":
+                written[i] = True
+            elif outcome.result == "conflict":
+                # Changed meanwhile (a PATCH, an inline score at confirm): decide again alone.
+                written[i] = await self.record_risk(decisions[i][0].id, decisions[i][1])
+            # "held": confirm scores inline before it holds, so this decision is late.
+        return written
+
+    def _risk_change(self, record: SessionRecord, risk: Risk, now: int) -> SessionWrite:
+        changed = msgspec.structs.replace(
+            record,
+            risk=msgspec.structs.replace(risk, status="scored", scored_at_ms=now),
+            updated_at_ms=now,
+            sequence=record.sequence + 1,
+        )
+        # The event carries what scoring adds, not the whole view (memory: every event stays
+        # in the stream for the retention period).
+        data = RiskScoredData(
+            risk=RiskView(
+                status="scored", score=risk.score, level=risk.level, reasons=risk.reasons
+            ),
+            status=effective_status(changed, now),
+        )
+        event = SessionRiskScored(**self._event(changed, now, data=data))
+        return SessionWrite(
+            record=changed,
+            previous_status=record.status,
+            event_json=EVENT_ENCODER.encode(event),
+            event_type=event.type,
+        )
 
     # --- SMS challenge (rules in shared/challenge; each change is one compare-and-set write
     # with its event; the caller re-reads and decides again on a conflict) ------------------

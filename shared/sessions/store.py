@@ -1,30 +1,131 @@
-"""Every Redis command that touches sessions. Business rules live in service.py."""
+"""Every Redis command that touches sessions. Business rules live in service.py.
+
+A session is one STRING (docs/architecture.md, "Redis key layout"):
+
+    <seq>;<len(sh)>;<len(fs)>;<sh><fs><doc>
+
+`seq` is the sequence of its last event (the version compare-and-set writes check), `sh` the
+client secret's keyed hash (32 raw bytes), `fs` the AES-GCM encrypted fraud signals (empty
+when none), `doc` the msgpack `SessionRecord` compressed with a preset dictionary
+(`shared.redis.compact`). One string rather than a hash of those four: a hash holding any
+value over 64 bytes is a hashtable, ~1.4 KB for the seed's session; the string is ~300 bytes
+(~410 in Redis with its key). Every write goes through write_session.lua.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from redis.asyncio import Redis
 
-from shared.ids import partition_of_session
+from shared.events.stored import pack_event, type_code
+from shared.ids import BASE62, partition_of_session
+from shared.redis.compact import PresetDeflate, msgpack_names
 from shared.redis.keys import Keys
 from shared.sessions.model import SessionRecord, SessionStatus
 
 _RECORD_ENCODER = msgspec.msgpack.Encoder()
 _RECORD_DECODER = msgspec.msgpack.Decoder(SessionRecord)
-# Newest first in lexicographic order: members start with (this - created ms), zero-padded.
-_INVERT_BASE = 9_999_999_999_999
+_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
+
+# The record's preset dictionary: rarer names first, then a typical record as msgpack encodes
+# it (omit_defaults), nearest the data. Frozen (shared.redis.compact): its digest is checked
+# below, so neither an edit nor a change in msgspec's encoding can go unnoticed.
+_RECORD_TEMPLATE: dict[str, Any] = {
+    "id": "cs_",
+    "account_uid": "acct_",
+    "amount": 1000,
+    "currency": "USD",
+    "description": "",
+    "line_items": [{"description": "", "amount": 1000, "quantity": 1, "metadata": {}}],
+    "customer_id": "cus_",
+    "customer_email": "@gmail.com",
+    "success_url": "https://www.",
+    "cancel_url": "https://www.",
+    "layout": "hosted",
+    "allowed_methods": ["card"],
+    "branding": {"logo_url": "https://", "accent_color": "#", "merchant_display_name": ""},
+    "required_avs_fields": ["cardholder"],
+    "metadata": {"": ""},
+    "has_fraud_signals": True,
+    "risk": {
+        "status": "scored",
+        "score": 10,
+        "level": "normal",
+        "reasons": ["timing_stale", "email_mismatch"],
+        "scored_at_ms": 1_800_000_000_000,
+    },
+    "created_at_ms": 1_800_000_000_000,
+    "updated_at_ms": 1_800_000_000_000,
+    "expires_at_ms": 1_800_001_800_000,
+    "sequence": 2,
+}
+_RECORD_DICTIONARY_V1 = msgpack_names(
+    """
+        payment method brand visa mastercard last4 exp_month exp_year charge_id ch_ fee
+        saved_method_id challenge_code_hash challenge_expires_at_ms challenge_sends
+        challenge_sent_at_ms challenge_failures challenge_locked challenge_passed
+        failed_payments expired_at_ms expired_reason time merchant completed_at_ms status
+        complete payment_status paid expired embedded ach apple_pay paypal setup_future_usage
+        on_session off_session scope wallet zip street street2 city state country phone email
+        elevated highest velocity_ip velocity_email velocity_phone disposable_email
+        missing_user_agent not_authorized timing_future timing_too_fast timing_missing
+        no_signals admin_actor
+        """
+) + _RECORD_ENCODER.encode(_RECORD_TEMPLATE)
+_RECORD_DICTIONARY_DIGEST = "ed1ded84327bf3b619e63f7f732eb3c59d2a1fd6a7411b6075cf119539741a8c"
+if hashlib.sha256(_RECORD_DICTIONARY_V1).hexdigest() != _RECORD_DICTIONARY_DIGEST:
+    raise RuntimeError("the stored sessions' compression dictionary changed (see compact.py)")
+_RECORD_CODEC = PresetDeflate(0x02, _RECORD_DICTIONARY_V1)
+
+# Newest first in lexicographic order: members start with (this - created ms) as 8 base62
+# digits (fixed width; base62's digit order is ASCII order), then the session id. 27 bytes:
+# the shortest allocation class a member of a large sorted set can have with the id in it.
+_INVERT_BASE = 9_999_999_999_999  # < 62**8
+_MEMBER_PREFIX = 8
+_PAIRS = [a + b for a in BASE62 for b in BASE62]  # two base62 digits per lookup
 
 
 def index_member(record: SessionRecord) -> str:
-    return f"{_INVERT_BASE - record.created_at_ms:013d}:{record.id}"
+    value, d4 = divmod(_INVERT_BASE - record.created_at_ms, 3844)
+    value, d3 = divmod(value, 3844)
+    d1, d2 = divmod(value, 3844)
+    return _PAIRS[d1] + _PAIRS[d2] + _PAIRS[d3] + _PAIRS[d4] + record.id
+
+
+def session_parts(value: bytes) -> tuple[int, bytes, bytes, bytes]:
+    """(seq, secret hash, fraud blob, doc) of a stored session (the doc as stored)."""
+    seq, sh_len, fs_len, rest = value.split(b";", 3)
+    fs_at = int(sh_len)
+    doc_at = fs_at + int(fs_len)
+    return int(seq), rest[:fs_at], rest[fs_at:doc_at], rest[doc_at:]
+
+
+def encode_record(record: SessionRecord) -> bytes:
+    """The stored `doc` of a record (msgpack, compressed)."""
+    return _RECORD_CODEC.pack(_RECORD_ENCODER.encode(record))
+
+
+def decode_record(doc: bytes) -> SessionRecord:
+    """The record of a stored `doc`."""
+    return _RECORD_DECODER.decode(_RECORD_CODEC.unpack(doc))
+
+
+def _record(value: bytes) -> SessionRecord:
+    return decode_record(session_parts(value)[3])
+
+
+def _fraud_blob(value: bytes | None) -> bytes | None:
+    return (session_parts(value)[2] or None) if value is not None else None
 
 
 class StoredSession(msgspec.Struct, frozen=True, kw_only=True):
     record: SessionRecord
-    secret_hash: str
+    secret_hash: str  # hex, as DataCipher.secret_hash makes it
 
 
 class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,7 +135,7 @@ class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     previous_status: SessionStatus | None  # None on create
     event_json: bytes
     event_type: str
-    secret_hash: str = ""
+    secret_hash: str = ""  # hex (DataCipher.secret_hash); stored as raw bytes
     fraud_blob: bytes = b""
     idempotency_key: str = ""
     idempotency_record: bytes = b""
@@ -57,17 +158,30 @@ def _outcome(result: list[Any]) -> WriteOutcome:
     )
 
 
+class _ScriptCall:
+    """KEYS and ARGV of one write_session.lua call: each key once, referred to by position
+    (a batch of one partition's changes shares its stream, schedule and indexes), so the
+    call carries ~6 values per change instead of 22: packing them was most of its cost."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+        self._positions: dict[str, int] = {}
+
+    def key(self, name: str) -> int:
+        position = self._positions.get(name)
+        if position is None:
+            self.keys.append(name)
+            position = self._positions[name] = len(self.keys)
+        return position
+
+
 class SessionStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
         source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_text()
         self._write_script = redis.register_script(source)
-        # `or false`: a missing doc becomes a nil reply instead of a hole that ends the list.
-        self._docs_script = redis.register_script(
-            "local out = {} for i, key in ipairs(KEYS) do"
-            " out[i] = redis.call('HGET', key, 'doc') or false end return out"
-        )
 
     def _session_key(self, session_id: str) -> str | None:
         partition = partition_of_session(session_id)
@@ -78,89 +192,92 @@ class SessionStore:
         key = self._session_key(session_id)
         if key is None:
             return None
-        # redis-py's async stubs type results as "Awaitable | value"; the value is bytes.
-        doc, secret_hash = await self._redis.hmget(key, ["doc", "sh"])  # type: ignore[misc]
-        if doc is None:
+        value: bytes | None = await self._redis.get(key)
+        if value is None:
             return None
-        return StoredSession(
-            record=_RECORD_DECODER.decode(doc), secret_hash=(secret_hash or b"").decode()
-        )
+        _, secret_hash, _, doc = session_parts(value)
+        return StoredSession(record=decode_record(doc), secret_hash=secret_hash.hex())
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
-        """Records of ONE partition's sessions in the order of the ids (None where unknown):
-        one script call, one reply (a pipeline of HGETs parses a reply per session)."""
+        """Records of ONE partition's sessions (one slot) in the order of the ids (None where
+        unknown): one MGET, one reply."""
         if not session_ids:
             return []
         keys = [self._session_key(session_id) or "" for session_id in session_ids]
-        docs = await self._docs_script(keys=keys)
-        return [None if doc is None else _RECORD_DECODER.decode(doc) for doc in docs]
+        values: list[bytes | None] = await self._redis.mget(keys)
+        return [None if value is None else _record(value) for value in values]
 
     async def load_fraud_blob(self, session_id: str) -> bytes | None:
+        """The encrypted signals; None when unknown or stored without any."""
         key = self._session_key(session_id)
         if key is None:
             return None
-        blob: bytes | None = await self._redis.hget(key, "fs")  # type: ignore[misc]  # see load
-        return blob
+        return _fraud_blob(await self._redis.get(key))
+
+    async def load_fraud_blobs(self, session_ids: list[str]) -> list[bytes | None]:
+        """`load_fraud_blob` for ONE partition's sessions, in the order of the ids: one MGET."""
+        if not session_ids:
+            return []
+        keys = [self._session_key(session_id) or "" for session_id in session_ids]
+        values: list[bytes | None] = await self._redis.mget(keys)
+        return [_fraud_blob(value) for value in values]
 
     async def write(self, change: SessionWrite) -> WriteOutcome:
         """Apply one change and append its event in one atomic step (Lua)."""
-        keys, args = self._write_call(change)
-        return _outcome((await self._write_script(keys=keys, args=args))[0])
+        return (await self.write_many([change]))[0]
 
     async def write_many(self, changes: list[SessionWrite]) -> list[WriteOutcome]:
         """Changes of ONE partition in one script call (one slot on Cluster), each still
         checked and applied on its own; one reply to parse instead of one per change."""
-        keys: list[str] = []
-        args: list[Any] = []
-        for change in changes:
-            k, a = self._write_call(change)
-            keys += k
-            args += a
-        if not keys:
+        if not changes:
             return []
-        return [_outcome(r) for r in await self._write_script(keys=keys, args=args)]
+        call = _ScriptCall()
+        for change in changes:
+            self._add_change(call, change)
+        replies = await self._write_script(keys=call.keys, args=call.args)
+        return [_outcome(r) for r in replies]
 
-    def _write_call(self, change: SessionWrite) -> tuple[list[str], list[Any]]:
+    def _add_change(self, call: _ScriptCall, change: SessionWrite) -> None:
+        """The change's arguments (write_session.lua: meta, record, event, member, and on a
+        create secret hash, signals and idempotency record); its keys by position."""
         record = change.record
         partition = partition_of_session(record.id)
         assert partition is not None  # records are only built with well-formed ids
         k = self._keys
-        session_key = k.session(partition, record.id)
+        key = call.key
+        account = record.account_uid
         new_status = record.status
+        create = change.previous_status is None
         old_status = change.previous_status or new_status
-        customer_key = (
-            k.customer_index(partition, record.account_uid, record.customer_id)
-            if record.customer_id
-            else session_key
+        flags = ("r" if change.release_hold else "") + ("x" if create else "")
+        customer: int | str = ""
+        if create and record.customer_id:
+            customer = key(k.customer_index(partition, account, record.customer_id))
+        meta = (
+            f"{0 if create else record.sequence - 1};{record.sequence};"
+            f"{record.expires_at_ms if new_status == 'open' else ''};"
+            f"{type_code(change.event_type)};{flags};{change.idempotency_ttl};"
+            f"{key(k.session(partition, record.id))};{key(k.events(partition))};"
+            f"{key(k.expiry_schedule(partition))};"
+            f"{key(k.status_index(partition, account, old_status))};"
+            f"{key(k.status_index(partition, account, new_status))};"
+            f"{customer};"
+            f"{key(change.idempotency_key) if change.idempotency_key else ''};"
+            f"{key(k.account_events(partition, account))};"
+            f"{key(k.charge_hold(partition, record.id))}"
         )
-        keys = [
-            session_key,
-            k.events(partition),
-            k.expiry_schedule(partition),
-            k.account_index(partition, record.account_uid),
-            k.status_index(partition, record.account_uid, old_status),
-            k.status_index(partition, record.account_uid, new_status),
-            customer_key,
-            change.idempotency_key or session_key,
-            k.account_events(partition, record.account_uid),
-            k.charge_hold(partition, record.id),
-        ]
-        args = [
-            0 if change.previous_status is None else record.sequence - 1,
-            record.sequence,
-            _RECORD_ENCODER.encode(record),
-            change.event_json,
+        call.args += [
+            meta,
+            encode_record(record),
+            pack_event(change.event_json),
             index_member(record),
-            str(record.expires_at_ms) if new_status == "open" else "",
-            change.secret_hash,
-            change.fraud_blob,
-            change.idempotency_record,
-            change.idempotency_ttl,
-            "1" if record.customer_id else "",
-            change.event_type,
-            "release" if change.release_hold else "",
         ]
-        return keys, args
+        if create:
+            call.args += [
+                bytes.fromhex(change.secret_hash),
+                change.fraud_blob,
+                change.idempotency_record,
+            ]
 
     async def unschedule(self, partition: int, session_ids: list[str]) -> None:
         """Drop ids from the expiry schedule (entries of sessions no longer open)."""
@@ -176,17 +293,26 @@ class SessionStore:
         after_member: str | None,
         count: int,
     ) -> list[str]:
-        """Session ids of one index, newest first, strictly after `after_member`."""
+        """Session ids of one index, newest first, strictly after `after_member`. Without a
+        status or customer, the status indexes read together (MULTI: one consistent view,
+        as a session moves between them atomically) and merged: every session is in
+        exactly one of them, so no account-wide index is kept."""
         k = self._keys
+        start = f"({after_member}" if after_member else "-"
         if customer_id is not None:
             index = k.customer_index(partition, account_uid, customer_id)
+            members = await self._redis.zrangebylex(index, start, "+", start=0, num=count)
         elif status is not None:
             index = k.status_index(partition, account_uid, status)
+            members = await self._redis.zrangebylex(index, start, "+", start=0, num=count)
         else:
-            index = k.account_index(partition, account_uid)
-        start = f"({after_member}" if after_member else "-"
-        members = await self._redis.zrangebylex(index, start, "+", start=0, num=count)
-        return [m.decode().split(":", 1)[1] for m in members]
+            pipe = self._redis.pipeline(transaction=True)
+            for each in _STATUSES:
+                pipe.zrangebylex(
+                    k.status_index(partition, account_uid, each), start, "+", start=0, num=count
+                )
+            members = list(heapq.merge(*await pipe.execute()))[:count]
+        return [m[_MEMBER_PREFIX:].decode() for m in members]
 
     async def due_for_expiry(self, partition: int, now_ms: int, limit: int) -> list[str]:
         """Open sessions whose expiry has passed (the safety sweep's work list)."""

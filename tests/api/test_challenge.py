@@ -30,6 +30,7 @@ from shared.events.model import (
     SessionChallengeFailed,
     SessionChallengeRequired,
 )
+from shared.events.stored import stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.api.test_checkout import card, events_of, open_session
@@ -180,7 +181,7 @@ async def test_elevated_session_passes_the_challenge_then_pays(
     )
     # Events carry the merchant view only: no code, no phone, no hash.
     stream = await redis.xrange(Keys(settings.key_prefix).events(partition_of_account(ACCOUNT)))
-    raw = b"".join(f[b"e"] for _, f in stream)
+    raw = b"".join(stored_event_json(f[b"e"]) for _, f in stream)
     for leaked in (code, s.phone, s.phone[2:], "code_hash"):
         assert leaked.encode() not in raw
     assert {e.type for e in events} <= set(EVENT_TYPES)

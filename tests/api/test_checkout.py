@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER, Event
+from shared.events.model import Event
+from shared.events.stored import decode_stored_event, stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.support import ACCOUNT, seed_body
@@ -66,7 +67,7 @@ async def open_session(
 
 async def events_of(redis: Redis, settings: Settings, session_id: str) -> list[Event]:
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    events = [EVENT_DECODER.decode(f[b"e"]) for _, f in await redis.xrange(stream)]
+    events = [decode_stored_event(f[b"e"]) for _, f in await redis.xrange(stream)]
     return [e for e in events if e.session_id == session_id]
 
 
@@ -365,5 +366,9 @@ async def test_confirm_racing_expire_ends_in_one_terminal_state(
     for partition_events in [
         await redis.xrange(Keys(settings.key_prefix).events(partition_of_account(ACCOUNT)))
     ]:
-        completed = sum(1 for _, f in partition_events if b"hosted_session.completed" in f[b"e"])
+        completed = sum(
+            1
+            for _, f in partition_events
+            if b"hosted_session.completed" in stored_event_json(f[b"e"])
+        )
     assert await charges(redis, settings) == completed

@@ -14,13 +14,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
+from shared.events.stored import stored_event_json
 from shared.sessions.model import iso_ms
+from shared.sessions.store import decode_record, session_parts
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
 
 URL = "/v1/hosted-sessions"
@@ -115,14 +118,18 @@ async def assert_nothing_written(redis: Redis, settings: Settings) -> None:
 
 
 async def raw_dump(redis: Redis, settings: Settings) -> bytes:
-    """Key names and every stored byte (hash fields, zset members, stream entries, ...)."""
+    """Key names and every stored byte (hash fields, zset members, stream entries, ...),
+    compressed values also expanded (session records, events)."""
     chunks: list[bytes] = []
     for raw_key in await written_keys(redis, settings):
         key = raw_key.decode()
         kind = await redis.type(key)
         chunks.append(raw_key)
         if kind == b"string":
-            chunks.append(await redis.get(key) or b"")
+            value = await redis.get(key) or b""
+            chunks.append(value)
+            if ":s:cs_" in key:  # a session: its record is stored compressed
+                chunks.append(msgspec.json.encode(decode_record(session_parts(value)[3])))
         elif kind == b"hash":
             fields: dict[bytes, bytes] = await redis.hgetall(key)  # type: ignore[misc]
             for name, value in fields.items():
@@ -134,6 +141,8 @@ async def raw_dump(redis: Redis, settings: Settings) -> bytes:
                 chunks.append(entry_id)
                 for name, value in entry.items():
                     chunks += [name, value]
+                    if name == b"e":  # an event's stored (compressed) form
+                        chunks.append(stored_event_json(value))
         elif kind == b"list":
             chunks += await redis.lrange(key, 0, -1)  # type: ignore[misc]
         elif kind == b"set":
@@ -1019,6 +1028,7 @@ async def test_redis_holds_no_client_secret_or_fraud_signal_in_clear(
     dump = await raw_dump(redis, settings)
     # Controls: the dump does read clear data, including the event stream and the record.
     assert b"cust_visible_4411" in dump
+    assert b'"customer_email":"hello@example.com"' in dump  # record and event, expanded
     assert f"{settings.key_prefix}:".encode() in dump
     assert b":events" in dump
     assert created["session_id"].encode() in dump

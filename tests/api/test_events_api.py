@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from shared.config import Settings
+from shared.events.stored import stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
@@ -52,9 +53,9 @@ async def history(client: Client, headers: dict[str, str]) -> list[str]:
 
 
 async def stored(redis: Redis, settings: Settings, account: str) -> list[tuple[str, bytes]]:
-    """(entry id, stored envelope) of the account's events, newest first."""
+    """(entry id, JSON envelope) of the account's events, newest first."""
     stream = Keys(settings.key_prefix).events(partition_of_account(account))
-    rows = [(i.decode(), f[b"e"]) for i, f in await redis.xrevrange(stream)]
+    rows = [(i.decode(), stored_event_json(f[b"e"])) for i, f in await redis.xrevrange(stream)]
     return [(i, raw) for i, raw in rows if msgspec.json.decode(raw)["account_uid"] == account]
 
 

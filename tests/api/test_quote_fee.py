@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
+from shared.events.model import SessionCompleted
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.api.test_checkout import URL, card, charges, events_of, open_session
@@ -138,9 +139,7 @@ async def test_confirm_with_a_quote_charges_exactly_its_total(
     assert payment["fee"] == q["fee"]
     assert await charges(redis, settings) == 1
     completed = [
-        e
-        for e in await events_of(redis, settings, session_id)
-        if e.type == "hosted_session.completed"
+        e for e in await events_of(redis, settings, session_id) if isinstance(e, SessionCompleted)
     ]
     assert len(completed) == 1
     paid = completed[0].data.object.payment

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER, Event, SessionUpdated
+from shared.events.model import Event, SessionCreated, SessionUpdated
+from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
@@ -30,7 +31,7 @@ async def create(client: Client, headers: dict[str, str], **overrides: Any) -> s
 async def events_of(redis: Redis, settings: Settings, session_id: str) -> list[Event]:
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     entries = await redis.xrange(stream)
-    events = [EVENT_DECODER.decode(fields[b"e"]) for _, fields in entries]
+    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
     return [e for e in events if e.session_id == session_id]
 
 
@@ -62,6 +63,7 @@ async def test_created_event_is_written_with_the_session(
     events = await events_of(redis, settings, session_id)
     assert [(e.type, e.sequence) for e in events] == [("hosted_session.created", 1)]
     event = events[0]
+    assert isinstance(event, SessionCreated)
     assert event.account_uid == ACCOUNT
     assert event.data.object.id == session_id
     raw = msgspec.json.encode(event).decode()
@@ -121,6 +123,28 @@ async def test_list_is_newest_first_with_cursor_and_filters(
     assert bad.json()["code"] == "validation_error"
     too_many = await client.get(URL, params={"limit": 101}, headers=admin_headers)
     assert too_many.status_code == 400
+
+
+async def test_the_unfiltered_list_interleaves_every_status_newest_first(
+    client: Client, admin_headers: dict[str, str], clock: ManualClock
+) -> None:
+    # No account-wide index: the list merges the status indexes, page by page.
+    ids = []
+    for _ in range(6):
+        ids.append(await create(client, admin_headers))
+        clock.advance(0.001)
+    for expired in (ids[1], ids[2], ids[4]):
+        r = await client.post(f"{URL}/{expired}/expire", headers=admin_headers)
+        assert r.status_code == 200
+    listed: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        page = (await client.get(URL, params=params, headers=admin_headers)).json()
+        listed += [s["id"] for s in page["data"]]
+        if not page["has_more"]:
+            break
+        params["starting_after"] = page["data"][-1]["id"]
+    assert listed == ids[::-1]
 
 
 async def test_a_session_past_its_time_reads_and_acts_expired_at_once(

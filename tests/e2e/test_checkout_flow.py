@@ -14,7 +14,7 @@ from redis import Redis as SyncRedis
 
 from shared.challenge.model import code_in
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER
+from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account, partition_of_session
 from shared.redis.keys import Keys
 from tests.e2e.conftest import API_CLOCK_OFFSET_MS, Stack
@@ -54,7 +54,7 @@ def sync_redis(settings: Settings) -> Iterator[SyncRedis]:
 def _types(redis: SyncRedis, settings: Settings, session_id: str) -> list[str]:
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.xrange(stream)  # type: ignore[assignment]  # sync client
-    events = [EVENT_DECODER.decode(fields[b"e"]) for _, fields in entries]
+    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
     return [e.type for e in events if e.session_id == session_id]
 
 

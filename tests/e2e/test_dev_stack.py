@@ -13,7 +13,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER
+from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.e2e.conftest import LEAD_S, Stack
@@ -26,7 +26,7 @@ def _expired_event(redis: SyncRedis, settings: Settings, session_id: str) -> tup
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.xrange(stream)  # type: ignore[assignment]  # sync client
     for entry_id, fields in entries:
-        event = EVENT_DECODER.decode(fields[b"e"])
+        event = decode_stored_event(fields[b"e"])
         if event.session_id == session_id and event.type == "hosted_session.expired":
             return int(entry_id.split(b"-")[0]), event
     return None

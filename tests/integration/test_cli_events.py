@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from services.cli import main
 from shared.clock import ManualClock
 from shared.config import Settings
+from shared.events.stored import stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
@@ -94,13 +95,14 @@ async def tail(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Tail
 
 
 async def stored(redis: Redis, settings: Settings, session_ids: set[str]) -> list[bytes]:
-    """The stored envelopes of these sessions' events, in stream order per partition."""
+    """The JSON envelopes of these sessions' events, in stream order per partition."""
     keys = Keys(settings.key_prefix)
     out = []
     for stream in keys.all_event_streams():
         for _, fields in await redis.xrange(stream):
-            if msgspec.json.decode(fields[b"e"])["session_id"] in session_ids:
-                out.append(fields[b"e"])
+            envelope = stored_event_json(fields[b"e"])
+            if msgspec.json.decode(envelope)["session_id"] in session_ids:
+                out.append(envelope)
     return out
 
 

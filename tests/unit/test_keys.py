@@ -16,5 +16,5 @@ def test_separators_in_ids_cannot_make_keys_collide() -> None:
 def test_escaping_keeps_plain_values_readable_and_braces_out_of_the_tag() -> None:
     assert seg("acct_123") == "acct_123"
     assert seg("a:{p01}%") == "a%3A%7Bp01%7D%25"
-    key = Keys("hs").account_index(partition_of_account("x{p99}"), "x{p99}")
+    key = Keys("hs").status_index(partition_of_account("x{p99}"), "x{p99}", "open")
     assert key.count("{") == 1  # only the partition's own hash tag

@@ -15,7 +15,7 @@ from shared.checkout.model import ChargeHold, ResolvedMethod
 from shared.checkout.store import CheckoutStore
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER
+from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.payments.processor import ChargeRequest, SimulatedProcessor
 from shared.redis.keys import Keys
@@ -73,7 +73,7 @@ async def test_stale_hold_is_settled_by_the_processors_record(
 
         async def terminal_events() -> list[str]:
             stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-            events = [EVENT_DECODER.decode(f[b"e"]) for _, f in await redis.xrange(stream)]
+            events = [decode_stored_event(f[b"e"]) for _, f in await redis.xrange(stream)]
             return [
                 e.type
                 for e in events

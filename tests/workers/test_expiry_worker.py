@@ -13,7 +13,8 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.events.model import EVENT_DECODER, SessionExpiredEvent
+from shared.events.model import SessionExpiredEvent
+from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.support import ACCOUNT, eventually, seed_body
@@ -47,7 +48,7 @@ async def expired_events(redis: Redis, settings: Settings) -> dict[str, tuple[in
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     out = {}
     for entry_id, fields in await redis.xrange(stream):
-        event = EVENT_DECODER.decode(fields[b"e"])
+        event = decode_stored_event(fields[b"e"])
         if event.type == "hosted_session.expired":
             assert isinstance(event, SessionExpiredEvent)
             written_ms = int(entry_id.split(b"-")[0])

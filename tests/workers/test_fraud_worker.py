@@ -1,6 +1,8 @@
-"""Fraud scoring through real arq workers on the real Redis: sessions created through the app
-get their risk and one `risk_scored` event; account thresholds apply; a repeated job and a
-SIGKILLed worker still leave every session scored exactly once."""
+"""Fraud scoring through real workers on the real Redis: the scoring loop reads the `created`
+events (consumer group `risk-scorer`), so sessions created through the app get their risk and
+one `risk_scored` event; account thresholds apply; a batch keeps creation order for velocity;
+sessions created before any scorer ran are scored; a redelivered event, and a worker SIGKILLed
+mid-batch, still leave every session scored exactly once."""
 
 from __future__ import annotations
 
@@ -14,22 +16,27 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
-from shared.events.model import EVENT_DECODER, SessionRiskScored
-from shared.ids import partition_of_account
-from shared.jobs import FRAUD_QUEUE, TASK_SCORE_SESSION
+from shared.events.model import SessionRiskScored
+from shared.events.stored import decode_stored_event, stored_event_json
+from shared.ids import PARTITIONS, partition_of_account
+from shared.jobs import FRAUD_QUEUE
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.risk.service import velocity_digest
-from shared.wiring import arq_client
+from shared.sessions.params import CreateSessionParams
+from shared.wiring import build_session_service
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT, OTHER_ACCOUNT, eventually, seed_body
+from workers.fraud import CONSUMER_GROUP
 from workers.main import run_workers
 
 URL = "/v1/hosted-sessions"
@@ -83,22 +90,53 @@ async def risk_events(redis: Redis, settings: Settings, account: str = ACCOUNT) 
     stream = Keys(settings.key_prefix).events(partition_of_account(account))
     counts: Counter[str] = Counter()
     for _, fields in await redis.xrange(stream):
-        event = EVENT_DECODER.decode(fields[b"e"])
+        event = decode_stored_event(fields[b"e"])
         if isinstance(event, SessionRiskScored):
             counts[event.session_id] += 1
     return counts
 
 
-async def scored_event(redis: Redis, settings: Settings, session_id: str) -> SessionRiskScored:
+async def all_risk_events(redis: Redis, settings: Settings) -> Counter[str]:
+    """risk_events over every partition."""
+    keys = Keys(settings.key_prefix)
+    counts: Counter[str] = Counter()
+    for partition in range(PARTITIONS):
+        for _, fields in await redis.xrange(keys.events(partition)):
+            event = decode_stored_event(fields[b"e"])
+            if isinstance(event, SessionRiskScored):
+                counts[event.session_id] += 1
+    return counts
+
+
+async def scored_event(
+    redis: Redis, settings: Settings, session_id: str
+) -> tuple[SessionRiskScored, bytes]:
+    """The session's one risk_scored event, decoded and as JSON."""
     stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     found = [
-        event
+        (event, stored_event_json(fields[b"e"]))
         for _, fields in await redis.xrange(stream)
-        if isinstance(event := EVENT_DECODER.decode(fields[b"e"]), SessionRiskScored)
+        if isinstance(event := decode_stored_event(fields[b"e"]), SessionRiskScored)
         and event.session_id == session_id
     ]
     assert len(found) == 1, found
     return found[0]
+
+
+async def group_state(redis: Redis, settings: Settings) -> tuple[int, int]:
+    """(entries the scorer group holds unacked, entries it has not read yet) over all
+    partitions; (0, 0) once it has read and acknowledged everything."""
+    keys = Keys(settings.key_prefix)
+    pending = unread = 0
+    for partition in range(PARTITIONS):
+        stream = keys.events(partition)
+        if not await redis.exists(stream):
+            continue
+        for group in await redis.xinfo_groups(stream):
+            if group["name"].decode() == CONSUMER_GROUP:
+                pending += int(group["pending"])
+                unread += int(group["lag"] or 0)
+    return pending, unread
 
 
 async def test_new_sessions_are_scored_with_level_reasons_and_one_event(
@@ -137,6 +175,8 @@ async def test_new_sessions_are_scored_with_level_reasons_and_one_event(
     }
     pending = (await client.get(f"{URL}/{ids['normal']}", headers=admin_headers)).json()
     assert pending["risk"]["status"] == "pending"
+    # Create enqueues nothing: no arq queue, no arq job.
+    assert await redis.keys(f"*{settings.key_prefix}:queue:*") == []
 
     await worker()
     done = await eventually(
@@ -150,12 +190,15 @@ async def test_new_sessions_are_scored_with_level_reasons_and_one_event(
         expected = {"status": "scored", "score": score, "level": level, "reasons": reasons}
         assert view["risk"] == expected, name
         assert "fraud_signals" not in view
-        event = await scored_event(redis, settings, ids[name])
+        event, raw = await scored_event(redis, settings, ids[name])
         assert event.sequence == 2  # created = 1
         assert event.data.risk.status == "scored"
         assert (event.data.risk.score, event.data.risk.level) == (score, level)
         assert list(event.data.risk.reasons) == reasons
-        assert event.data.object.risk == event.data.risk
+        assert event.data.status == "open"
+        # Only what scoring adds: not the session's view again.
+        assert b'"object"' not in raw
+        assert len(raw) < 500, len(raw)
 
 
 async def test_account_thresholds_decide_the_level(
@@ -190,7 +233,74 @@ async def test_account_thresholds_decide_the_level(
     assert (default_view["risk"]["score"], default_view["risk"]["level"]) == (35, "normal")
 
 
-async def test_a_repeated_job_changes_nothing(
+async def test_a_batch_keeps_creation_order_and_scores_each_session_once(
+    client: Client,
+    admin_headers: dict[str, str],
+    clock: ManualClock,
+    redis: Redis,
+    settings: Settings,
+    worker: RunWorker,
+) -> None:
+    total = 400
+    shared_ip = "198.51.100.23"
+    ids = []
+    for _ in range(total):
+        clock.advance(0.001)  # one ms apart: creation order is the velocity order
+        ids.append(
+            await create(client, admin_headers, signals(clock.now_ms(), ip_address=shared_ip))
+        )
+
+    def batches() -> float:
+        return REGISTRY.get_sample_value("hs_fraud_batch_size_count") or 0.0
+
+    batches_before = batches()
+    await worker()
+    counts = await eventually(lambda: risk_events(redis, settings), lambda c: len(c) == total, 20)
+    assert counts == Counter(ids)  # each once
+    # Scored in batches, not one by one (a backlog of 400 fits in a few reads).
+    assert 0 < batches() - batches_before <= total / 20
+
+    # velocity_ip hits from the 6th session of one IP within 10 min: the batch counted each
+    # session after exactly the ones created before it.
+    for n, session_id in enumerate(ids, start=1):
+        event, _ = await scored_event(redis, settings, session_id)
+        expected = ["velocity_ip"] if n > 5 else []
+        assert list(event.data.risk.reasons) == expected, n
+    digest = velocity_digest(DataCipher(settings.data_key_bytes), "ip", shared_ip)
+    velocity = Keys(settings.key_prefix).risk_velocity(ACCOUNT, "ip", digest)
+    assert await redis.zcard(velocity) == total
+
+
+async def test_sessions_created_before_any_scorer_ran_are_scored(
+    client: Client,
+    admin_headers: dict[str, str],
+    clock: ManualClock,
+    redis: Redis,
+    settings: Settings,
+    worker: RunWorker,
+) -> None:
+    ids = [await create(client, admin_headers, signals(clock.now_ms())) for _ in range(5)]
+    ended = ids.pop()
+    r = await client.post(f"{URL}/{ended}/expire", headers=admin_headers)
+    assert r.status_code == 200, r.text
+    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
+    assert await redis.xinfo_groups(stream) == []  # no scorer has ever read the streams
+
+    await worker()
+    counts = await eventually(lambda: risk_events(redis, settings), lambda c: len(c) == 4, 10)
+    assert counts == Counter(ids)
+    # The group starts at the streams' start and reads everything: the expired session's
+    # events too, left alone (a terminal session is never scored).
+    assert await eventually(lambda: group_state(redis, settings), lambda s: s == (0, 0), 10) == (
+        0,
+        0,
+    )
+    assert ended not in await risk_events(redis, settings)
+    view = (await client.get(f"{URL}/{ended}", headers=admin_headers)).json()
+    assert view["risk"]["status"] == "pending"
+
+
+async def test_a_redelivered_created_event_changes_nothing(
     client: Client,
     admin_headers: dict[str, str],
     clock: ManualClock,
@@ -202,22 +312,15 @@ async def test_a_repeated_job_changes_nothing(
     session_id = await create(client, admin_headers, fraud)
     await worker()
     await eventually(lambda: risk_events(redis, settings), lambda c: session_id in c, 10)
+    await eventually(lambda: group_state(redis, settings), lambda s: s == (0, 0), 10)
     before = (await client.get(f"{URL}/{session_id}", headers=admin_headers)).json()
 
-    # arq runs jobs at least once: the same job again (under another id) must be a no-op.
+    # At least once: rewind the group, so the worker reads the `created` event again.
     keys = Keys(settings.key_prefix)
-    arq = arq_client(create_redis(settings))
-    try:
-        job = await arq.enqueue_job(
-            TASK_SCORE_SESSION,
-            session_id,
-            _job_id=f"{settings.key_prefix}:score-again:{session_id}",
-            _queue_name=keys.arq_queue(FRAUD_QUEUE),
-        )
-        assert job is not None
-        assert await job.result(timeout=10, poll_delay=0.05) is False  # ran, wrote nothing
-    finally:
-        await arq.aclose(close_connection_pool=True)
+    stream = keys.events(partition_of_account(ACCOUNT))
+    await redis.xgroup_setid(stream, CONSUMER_GROUP, "0")
+    assert (await group_state(redis, settings))[1] > 0
+    await eventually(lambda: group_state(redis, settings), lambda s: s == (0, 0), 10)
 
     assert (await risk_events(redis, settings))[session_id] == 1
     after = (await client.get(f"{URL}/{session_id}", headers=admin_headers)).json()
@@ -228,98 +331,141 @@ async def test_a_repeated_job_changes_nothing(
     assert await redis.zrange(velocity, 0, -1) == [session_id.encode()]
 
 
+# --- worker processes ------------------------------------------------------------------------
+
+
 def tail(log: Path, chars: int = 3000) -> str:
     """The end of the workers' log (for failure messages)."""
     return log.read_text()[-chars:]
 
 
-async def freeze_holding_jobs(
-    proc: subprocess.Popen[bytes],
-    redis: Redis,
-    settings: Settings,
-    queue: str,
-    left: int,
-    log: Path,
-) -> set[str]:
-    """Once at most `left` jobs remain queued, SIGSTOP the worker at a moment it holds jobs
-    (arq in-progress keys); returns their ids. The caller kills it while frozen, so those
-    jobs are certainly orphaned, not merely possibly."""
-    pattern = f"arq:in-progress:{settings.key_prefix}:score:*"
+async def create_directly(
+    settings: Settings, accounts: list[str], per_account: int, phone: str
+) -> list[str]:
+    """Sessions created through the session service (what the API's create runs), faster
+    than over HTTP; every one with the same phone (one velocity counter per account)."""
+    redis = create_redis(settings)
+    clock = ManualClock()
+    sessions, _ = build_session_service(settings, redis, clock)
+    ids = []
+    try:
+        for _ in range(per_account):
+            clock.advance(0.001)
+            for account in accounts:
+                fraud = signals(clock.now_ms(), phone=phone)
+                body = seed_body(customer_email=fraud["email"], fraud_signals=fraud)
+                params = msgspec.convert(body, CreateSessionParams)
+                ids.append((await sessions.create(account, params)).session_id)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return ids
+
+
+async def pending_sessions(redis: Redis, settings: Settings) -> set[str]:
+    """Sessions of the `created` entries the scorer group has read and not acknowledged."""
+    keys = Keys(settings.key_prefix)
+    found: set[str] = set()
+    for partition in range(PARTITIONS):
+        stream = keys.events(partition)
+        if not await redis.exists(stream):
+            continue
+        for entry in await redis.xpending_range(stream, CONSUMER_GROUP, "-", "+", 10_000):
+            for _, fields in await redis.xrange(stream, entry["message_id"], entry["message_id"]):
+                event = decode_stored_event(fields[b"e"])
+                if event.type == "hosted_session.created":
+                    found.add(event.session_id)
+    return found
+
+
+async def freeze_mid_batch(
+    proc: subprocess.Popen[bytes], redis: Redis, settings: Settings, log: Path
+) -> tuple[set[str], Counter[str]]:
+    """SIGSTOP the worker at a moment it holds a batch it has read but not finished: entries
+    unacknowledged, some of their sessions not scored yet. Returns those sessions and the
+    scored ones. The caller kills it while frozen, so the batch is certainly orphaned."""
     deadline = time.monotonic() + 30
     while True:
         assert proc.poll() is None, tail(log)
         assert time.monotonic() < deadline, tail(log)
-        if await redis.zcard(queue) <= left:
+        if (await group_state(redis, settings))[0]:
             proc.send_signal(signal.SIGSTOP)
-            held = {
-                key.decode().removeprefix("arq:in-progress:")
-                async for key in redis.scan_iter(match=pattern)
-            }
-            if held:
-                return held
-            proc.send_signal(signal.SIGCONT)  # between jobs: let it run on a little
+            held = await pending_sessions(redis, settings)
+            scored = await all_risk_events(redis, settings)
+            if scored and held - set(scored):
+                return held, scored
+            proc.send_signal(signal.SIGCONT)  # between batches: let it run on a little
         await asyncio.sleep(0.002)
 
 
 @pytest.mark.e2e
-async def test_sigkilled_worker_still_scores_every_session_exactly_once(
-    client: Client,
-    admin_headers: dict[str, str],
-    clock: ManualClock,
-    redis: Redis,
-    settings: Settings,
-    tmp_path: Path,
+async def test_sigkilled_worker_mid_batch_loses_nothing_and_scores_nothing_twice(
+    redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
-    total = 300
-    shared_phone = "+15550001111"  # one velocity counter every run touches
-    ids = []
-    for _ in range(total):
-        ids.append(await create(client, admin_headers, signals(clock.now_ms(), phone=shared_phone)))
-    queue = Keys(settings.key_prefix).arq_queue(FRAUD_QUEUE)
-    assert await redis.zcard(queue) == total
+    shared_phone = "+15550001111"
+    accounts = [f"acct_kill_{i}" for i in range(4)]
+    ids = await create_directly(settings, accounts, 500, shared_phone)
+    total = len(ids)
 
     log = tmp_path / "workers.log"
-    # Small batches (arq reads max_jobs per poll, 0.25 s apart), so the kill lands mid-way.
-    first = start_worker(settings, FRAUD_QUEUE, log, {"HS_WORKER_MAX_JOBS": "50"})
+    first = start_worker(settings, FRAUD_QUEUE, log)
     try:
-        held = await freeze_holding_jobs(first, redis, settings, queue, total - 110, log)
+        held, scored = await freeze_mid_batch(first, redis, settings, log)
     finally:
-        stop(first, kill=True)  # SIGKILL: no clean-up of what it held
-    scored_at_kill = sum((await risk_events(redis, settings)).values())
-    assert 0 < scored_at_kill < total
+        killed = stop(first, kill=True)  # no clean-up: its leases and entries are orphaned
+    assert killed == -9
+    assert 0 < len(scored) < total
+    assert held - set(scored)  # read, not scored: lost unless redelivered
 
-    # arq re-runs what the killed worker held once its in-progress keys lapse (job timeout +
-    # 10 s); everything else the new worker takes at once.
-    async def progress() -> tuple[Counter[str], int]:
-        return await risk_events(redis, settings), await redis.zcard(queue)
-
+    # The killed worker's partitions pass to the next one once its leases lapse
+    # (CLAIM_IDLE_MS); the entries it had read are redelivered then.
     second = start_worker(settings, FRAUD_QUEUE, log)
     try:
-        # Done = every session scored and every job finished (a held job whose session was
-        # already scored still runs, and finds nothing to do).
-        counts, queued = await eventually(progress, lambda p: len(p[0]) == total and p[1] == 0, 45)
+        counts = await eventually(
+            lambda: all_risk_events(redis, settings), lambda c: len(c) == total, 45
+        )
+        state = await eventually(lambda: group_state(redis, settings), lambda s: s == (0, 0), 15)
     finally:
         stop(second)
     assert set(counts) == set(ids), tail(log)
-    assert queued == 0
     assert set(counts.values()) == {1}  # exactly one risk_scored event per session
-    records = await asyncio.gather(
-        *(client.get(f"{URL}/{session_id}", headers=admin_headers) for session_id in ids[::30])
-    )
-    assert {r.json()["risk"]["status"] for r in records} == {"scored"}
-    digest = velocity_digest(
-        DataCipher(settings.data_key_bytes), "phone", "".join(filter(str.isdigit, shared_phone))
-    )
-    velocity = Keys(settings.key_prefix).risk_velocity(ACCOUNT, "phone", digest)
-    assert await redis.zcard(velocity) == total  # re-runs never counted a session twice
-
-    # Each job the killed worker held was run to the end by the new one: a held job has no
-    # result (arq writes it as it drops the in-progress key), so a result now is the re-run's.
-    for job_id in held:
-        assert await redis.exists(f"arq:result:{job_id}"), job_id
+    assert state == (0, 0)  # every entry acknowledged, none left behind
+    keys = Keys(settings.key_prefix)
+    for account in accounts:
+        partition = partition_of_account(account)
+        assert await redis.xlen(keys.event_dead_letters(partition, CONSUMER_GROUP)) == 0
+        digest = velocity_digest(
+            DataCipher(settings.data_key_bytes), "phone", "".join(filter(str.isdigit, shared_phone))
+        )
+        # Re-scoring never counted a session twice.
+        assert await redis.zcard(keys.risk_velocity(account, "phone", digest)) == 500
 
     # Reason codes and scores are logged; no signal value ever is.
     text = tail(log, 10**9)
     assert '"session.risk_scored"' in text
     for pii in (shared_phone, "5550001111", "shopper", "192.0.2."):
         assert pii not in text
+
+
+@pytest.mark.e2e
+async def test_two_workers_share_the_scoring(
+    redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    keys = Keys(settings.key_prefix)
+    members = keys.lease_members(f"events:{CONSUMER_GROUP}")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [start_worker(settings, FRAUD_QUEUE, path) for path in logs]
+    try:
+        # Both have joined the group's leases before there is work to share.
+        await eventually(lambda: redis.zcard(members), lambda n: n == 2, 20)
+        await asyncio.sleep(2.5)  # a refresh or two: the first gives back half its partitions
+        accounts = [f"acct_share_{i}" for i in range(32)]
+        ids = await create_directly(settings, accounts, 20, "+15550002222")
+        counts = await eventually(
+            lambda: all_risk_events(redis, settings), lambda c: len(c) == len(ids), 30
+        )
+    finally:
+        for proc in workers:
+            stop(proc)
+    assert counts == Counter(ids)
+    for path in logs:
+        assert '"session.risk_scored"' in path.read_text(), tail(path)

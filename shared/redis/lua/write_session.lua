@@ -3,22 +3,44 @@
 -- expiry loop batches them); each is checked and applied on its own. All keys of a call
 -- share the partition's {pNN} hash tag.
 --
--- Per change i, 10 KEYS from (i-1)*10: 1 session hash, 2 event stream, 3 expiry schedule,
---   4 account index, 5 old status index, 6 new status index, 7 customer index (or the
---   session key when none), 8 idempotency record (or the session key when none),
---   9 the account's event index stream, 10 the session's charge hold
--- and 13 ARGV from (i-1)*13: 1 expected sequence (0 = create), 2 new sequence,
---   3 record (msgpack), 4 event (JSON), 5 index member, 6 expires_at ms ('' = not open),
---   7 secret hash ('' = keep), 8 encrypted fraud signals ('' = keep),
---   9 idempotency record ('' = none), 10 its TTL in seconds, 11 '1' when a customer index,
---   12 event type, 13 hold mode: '' = refuse while a charge holds the session,
---   'release' = this is the held charge's outcome (drops the hold)
+-- The session is one string: <seq>;<len(sh)>;<len(fs)>;<sh><fs><doc> (shared/sessions/store.py).
+--
+-- KEYS: every key the call touches, each once; a change names its keys by position.
+-- ARGV, per change: 1 meta, 2 record (compressed msgpack), 3 event (stored form of the
+--   JSON), 4 index member (8-char inverted created time + session id); on a create (flag x)
+--   also 5 secret hash, 6 encrypted fraud signals ('' = none), 7 idempotency record ('' =
+--   none).
+-- meta = ';'-separated: 1 expected sequence (0 = create), 2 new sequence, 3 expires_at ms
+--   ('' = not open), 4 event type code, 5 flags (x: create arguments follow; r: this is the
+--   held charge's outcome, which drops the hold, instead of being refused while a charge
+--   holds the session), 6 idempotency TTL s, then key positions: 7 session, 8 event stream,
+--   9 expiry schedule, 10 old status index, 11 new status index, 12 customer index (''
+--   = none), 13 idempotency record ('' = none), 14 the account's event index stream,
+--   15 the session's charge hold.
 -- Returns per change {'ok', new sequence, stream entry id} | {'exists', seq} |
 --   {'conflict', seq} | {'held', seq}
 
-local function apply(K, A)
-  local expected = tonumber(A[1])
-  local current = tonumber(redis.call('HGET', K[1], 'seq') or '0')
+local function split(meta)
+  local out = {}
+  for part in string.gmatch(meta .. ';', '([^;]*);') do out[#out + 1] = part end
+  return out
+end
+
+local function apply(m, record, event, member, sh, fs, idempotency)
+  local function key(i) return KEYS[tonumber(m[i])] end
+  local expected = tonumber(m[1])
+  local session = key(7)
+  local current = 0
+  local old = redis.call('GET', session)
+  if old then
+    local seq, sh_len, fs_len, at = string.match(old, '^(%d+);(%d+);(%d+);()')
+    if not seq then error('session ' .. session .. ' is not in the string layout') end
+    current = tonumber(seq)
+    sh_len, fs_len = tonumber(sh_len), tonumber(fs_len)
+    -- Only a create sets them: every later change keeps them.
+    sh = sh or string.sub(old, at, at + sh_len - 1)
+    fs = fs or string.sub(old, at + sh_len, at + sh_len + fs_len - 1)
+  end
   if expected == 0 and current ~= 0 then
     return {'exists', current}
   end
@@ -26,45 +48,47 @@ local function apply(K, A)
     return {'conflict', current}
   end
   -- A confirm whose charge is in flight holds the session: only its outcome may change it.
-  if A[13] == 'release' then
-    redis.call('DEL', K[10])
-  elseif redis.call('EXISTS', K[10]) == 1 then
+  if string.find(m[5], 'r', 1, true) then
+    redis.call('DEL', key(15))
+  elseif redis.call('EXISTS', key(15)) == 1 then
     return {'held', current}
   end
 
-  redis.call('HSET', K[1], 'doc', A[3], 'seq', A[2])
-  if A[7] ~= '' then redis.call('HSET', K[1], 'sh', A[7]) end
-  if A[8] ~= '' then redis.call('HSET', K[1], 'fs', A[8]) end
+  sh, fs = sh or '', fs or ''
+  redis.call('SET', session, m[2] .. ';' .. #sh .. ';' .. #fs .. ';' .. sh .. fs .. record)
 
-  local member = A[5]
-  if expected == 0 then
-    redis.call('ZADD', K[4], 0, member)
-    if A[11] == '1' then redis.call('ZADD', K[7], 0, member) end
-  end
-  if K[5] ~= K[6] then redis.call('ZREM', K[5], member) end
-  redis.call('ZADD', K[6], 0, member)
+  if m[12] ~= '' then redis.call('ZADD', key(12), 0, member) end
+  if m[10] ~= m[11] then redis.call('ZREM', key(10), member) end
+  redis.call('ZADD', key(11), 0, member)
 
-  local session_id = string.sub(member, string.find(member, ':', 1, true) + 1)
-  if A[6] ~= '' then
-    redis.call('ZADD', K[3], tonumber(A[6]), session_id)
+  local session_id = string.sub(member, 9)
+  if m[3] ~= '' then
+    redis.call('ZADD', key(9), tonumber(m[3]), session_id)
   else
-    redis.call('ZREM', K[3], session_id)
+    redis.call('ZREM', key(9), session_id)
   end
 
-  local entry = redis.call('XADD', K[2], '*', 'e', A[4])
+  local entry = redis.call('XADD', key(8), '*', 'e', event)
   -- The account's index carries the same entry id, so GET /v1/events pages by stream id.
-  redis.call('XADD', K[9], entry, 't', A[12])
-  if A[9] ~= '' then
-    redis.call('SET', K[8], A[9], 'EX', tonumber(A[10]))
+  redis.call('XADD', key(14), entry, 't', m[4])
+  if idempotency and idempotency ~= '' then
+    redis.call('SET', key(13), idempotency, 'EX', tonumber(m[6]))
   end
-  return {'ok', tonumber(A[2]), entry}
+  return {'ok', tonumber(m[2]), entry}
 end
 
 local results = {}
-for i = 0, #KEYS / 10 - 1 do
-  results[i + 1] = apply(
-    {unpack(KEYS, i * 10 + 1, i * 10 + 10)},
-    {unpack(ARGV, i * 13 + 1, i * 13 + 13)}
-  )
+local i = 1
+while i <= #ARGV do
+  local m = split(ARGV[i])
+  if string.find(m[5], 'x', 1, true) then
+    results[#results + 1] = apply(
+      m, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    )
+    i = i + 7
+  else
+    results[#results + 1] = apply(m, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  end
 end
 return results

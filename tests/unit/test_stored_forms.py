@@ -1,0 +1,138 @@
+"""Stored forms (docs/architecture.md, "Redis key layout"): compressed values read back byte
+for byte, frozen dictionaries, index members that sort newest first."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import pytest
+
+from shared.events.model import EVENT_TYPES
+from shared.events.stored import EVENT_CODEC, TYPE_CODES, pack_event, stored_event_json, type_code
+from shared.idempotency.service import _BODY_CODEC
+from shared.redis.compact import PresetDeflate
+from shared.sessions.model import (
+    _SIGNALS_CODEC,
+    FraudSignals,
+    SessionRecord,
+    decode_fraud_signals,
+    encode_fraud_signals,
+)
+from shared.sessions.store import (
+    _MEMBER_PREFIX,
+    _RECORD_CODEC,
+    decode_record,
+    encode_record,
+    index_member,
+    session_parts,
+)
+
+CODEC = PresetDeflate(0x05, b'{"name":"value","other":')
+
+
+def record(created_at_ms: int, session_id: str = "cs_0AAAAAAAAAAAAAAA") -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        account_uid="acct_1",
+        amount=100,
+        currency="USD",
+        success_url="https://example.com",
+        cancel_url="https://example.com",
+        created_at_ms=created_at_ms,
+        updated_at_ms=created_at_ms,
+        expires_at_ms=created_at_ms + 1_800_000,
+    )
+
+
+def test_a_packed_value_reads_back_byte_for_byte() -> None:
+    data = b'{"name":"value","other":"value","name":"value","other":"value"}'
+    packed = CODEC.pack(data)
+    assert packed[0] == 0x05
+    assert len(packed) < len(data)
+    assert CODEC.unpack(packed) == data
+
+
+def test_a_value_compression_does_not_shorten_is_stored_as_is() -> None:
+    assert CODEC.pack(b"{}") == b"{}"
+    assert CODEC.unpack(b"{}") == b"{}"
+    # Raw data that happens to start with the marker is always stored compressed.
+    tricky = b"\x05"
+    assert CODEC.unpack(CODEC.pack(tricky)) == tricky
+
+
+@pytest.mark.parametrize("corrupt", [b"\x05\xff\xff\xff", b"\x05"])
+def test_a_corrupt_compressed_value_is_a_decode_error(corrupt: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        CODEC.unpack(corrupt)
+
+
+@pytest.mark.parametrize(
+    ("codec", "digest"),
+    [
+        (EVENT_CODEC, "52e525f2d823d0e35df87aad635493dcf7bf168f981ed7a7b743ed29967400a6"),
+        (_RECORD_CODEC, "ed1ded84327bf3b619e63f7f732eb3c59d2a1fd6a7411b6075cf119539741a8c"),
+        (_SIGNALS_CODEC, "d18b9227f621a7d9b514174597ba1fe55621fa1dfd595f9579b5e38222ea71f0"),
+        (_BODY_CODEC, "953f50f4a6819311c23ecd32bb9f312ca55a9347df6bb41a1280219b30ede07d"),
+    ],
+)
+def test_the_dictionaries_are_frozen(codec: PresetDeflate, digest: str) -> None:
+    # Stored values are read with them for as long as they are kept: a new dictionary needs
+    # a new marker (shared/redis/compact.py), never an edit of an old one.
+    assert hashlib.sha256(codec.dictionary).hexdigest() == digest
+
+
+def test_events_round_trip_and_shrink() -> None:
+    envelope = (
+        b'{"type":"hosted_session.created","id":"evt_x","created_at":"2026-01-01T00:00:00.000Z",'
+        b'"account_uid":"acct_1","session_id":"cs_0AAAAAAAAAAAAAAA","sequence":1,"data":{}}'
+    )
+    stored = pack_event(envelope)
+    assert len(stored) < len(envelope) // 2
+    assert stored_event_json(stored) == envelope
+    assert stored_event_json(envelope) == envelope  # an uncompressed entry reads as is
+
+
+def test_every_event_type_has_its_own_short_code() -> None:
+    assert set(TYPE_CODES) == set(EVENT_TYPES)
+    assert len(set(TYPE_CODES.values())) == len(TYPE_CODES)
+    assert all(len(code) == 1 for code in TYPE_CODES.values())
+    assert type_code("hosted_session.future_type") == "hosted_session.future_type"
+
+
+def test_the_record_doc_round_trips() -> None:
+    original = record(1_795_621_659_347)
+    doc = encode_record(original)
+    assert len(doc) < len(msgspec.msgpack.encode(original))
+    assert decode_record(doc) == original
+    value = b"7;3;2;" + b"abc" + b"fs" + doc
+    assert session_parts(value) == (7, b"abc", b"fs", doc)
+
+
+def test_index_members_sort_newest_first_and_carry_the_id() -> None:
+    older = index_member(record(1_700_000_000_000, "cs_0BBBBBBBBBBBBBBB"))
+    newer = index_member(record(1_700_000_000_001, "cs_0AAAAAAAAAAAAAAA"))
+    much_newer = index_member(record(4_000_000_000_000, "cs_0CCCCCCCCCCCCCCC"))
+    assert much_newer < newer < older
+    assert len(older) == 27
+    assert older[_MEMBER_PREFIX:] == "cs_0BBBBBBBBBBBBBBB"
+    # Same millisecond: the id decides, so the order is total and stable.
+    twin = index_member(record(1_700_000_000_001, "cs_0ZZZZZZZZZZZZZZZ"))
+    assert newer < twin < older
+
+
+def test_fraud_signals_round_trip_by_position() -> None:
+    signals = FraudSignals(
+        ip_address="203.0.113.7",
+        user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
+        "Gecko) Chrome/126.0.0.0 Safari/537.36",
+        email="shopper@example.com",
+        is_admin=False,
+    )
+    plain = encode_fraud_signals(signals)
+    assert len(plain) < len(msgspec.msgpack.encode(signals)) // 2
+    assert decode_fraud_signals(plain) == signals
+    # Written before a field was added: the newer fields keep their defaults.
+    assert decode_fraud_signals(msgspec.msgpack.encode(["10.0.0.1"])) == FraudSignals(
+        ip_address="10.0.0.1"
+    )
