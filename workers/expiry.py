@@ -22,7 +22,8 @@ from workers.metrics import EXPIRY_LAG, EXPIRY_PARTITIONS
 
 log = structlog.get_logger(__name__)
 
-BATCH = 500
+# Due sessions taken per partition per turn; expire_due works them in concurrent chunks.
+BATCH = 2000
 TICK_SECONDS = 0.1  # idle poll: bounds the lag of an on-time expiry
 LEASE_TTL_MS = 2_000  # a dead worker's partitions move to another within this
 LEASE_REFRESH_SECONDS = 0.5

@@ -41,7 +41,9 @@ def health_key(settings: Settings, queue: str, host: str | None = None) -> str:
 
 
 def build_context(settings: Settings) -> WorkerContext:
-    redis = create_redis(settings, client_name="hosted-sessions-worker")
+    # Single commands and scripts on one auto-pipelined connection, as in the API: a
+    # webhook attempt or a scoring batch is a handful of them (shared/redis/multiplex.py).
+    redis = create_redis(settings, client_name="hosted-sessions-worker", multiplex_scripts=True)
     # The worker's clock is the real one: arq schedules deferred jobs on real time.
     clock = SystemClock()
     domain = build_domain(settings, redis, clock)
