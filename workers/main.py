@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -205,6 +206,10 @@ async def _main(settings: Settings, queues: Sequence[str]) -> None:
 
 def run_worker(settings: Settings, queues: Sequence[str]) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
+    # arq logs two unstructured INFO lines per job (start, end): ~4 % of a webhook worker's
+    # CPU at 500 deliveries/s, and what they say is in our metrics and structured lines.
+    # Its warnings and errors (expired jobs, exhausted retries) still come through.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     # uvloop, like the API: measured ~19 % more webhook deliveries per worker process.
     uvloop.run(_main(settings, queues))
     return 0
