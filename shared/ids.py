@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import zlib
 
@@ -10,7 +11,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PARTITIONS = 16
 SESSION_PREFIX = "cs_"
 SECRET_MARKER = "_secret_"  # noqa: S105  (the seed's separator, not a secret)
-_SESSION_ID_LEN = len(SESSION_PREFIX) + 16
+_SESSION_ID = re.compile(re.escape(SESSION_PREFIX) + "[0-9A-Za-z]{16}")
 
 
 # Byte b -> BASE62[b % 62] for the 248 (= 4 * 62) values that map uniformly; the 8 above
@@ -43,12 +44,10 @@ def new_session_id(partition: int) -> str:
 
 def partition_of_session(session_id: str) -> int | None:
     """The partition a well-formed session id names, or None for anything malformed."""
-    if len(session_id) != _SESSION_ID_LEN or not session_id.startswith(SESSION_PREFIX):
+    # One regex in C (a per-character loop here was 3 % of a config read's CPU).
+    if not _SESSION_ID.fullmatch(session_id):
         return None
-    body = session_id[len(SESSION_PREFIX) :]
-    if any(c not in BASE62 for c in body):
-        return None
-    part = BASE62.index(body[0])
+    part = BASE62.index(session_id[len(SESSION_PREFIX)])
     return part if part < PARTITIONS else None
 
 

@@ -42,3 +42,20 @@ def test_session_id_carries_its_partition(partition: int) -> None:
     secret = new_client_secret(session_id)
     assert secret.startswith(session_id + "_secret_")
     assert len(secret) == len(session_id) + len("_secret_") + 32
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "",
+        "cs_7cojLVqmFPLk0jO",  # one short
+        "cs_7cojLVqmFPLk0jOVx",  # one long
+        "cs_7cojLVqmFPLk0jOV\n",
+        "cs_7cojLVqmFPLk0j-V",
+        "xx_7cojLVqmFPLk0jOV",
+        "cs_zcojLVqmFPLk0jOV",  # partition char past the 16 partitions
+        "cs_7cojLVqmFPLk0jO\u00e9",
+    ],
+)
+def test_malformed_session_ids_name_no_partition(malformed: str) -> None:
+    assert partition_of_session(malformed) is None
