@@ -38,6 +38,26 @@ import uvloop
 HOST = "127.0.0.1"  # loopback only: this tool never targets another machine
 
 
+def take_message(buffer: bytearray) -> tuple[list[str], bytes] | None:
+    """Take one whole HTTP/1.1 message off the front of `buffer`: its head lines (start line
+    first) and body; None while it has not all arrived. Content-Length framing only, which is
+    all the bench's servers and clients send."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    length = 0
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    if len(buffer) < end + 4 + length:
+        return None
+    body = bytes(buffer[end + 4 : end + 4 + length])
+    del buffer[: end + 4 + length]
+    return head, body
+
+
 class Request(msgspec.Struct, kw_only=True):
     method: str = "GET"
     path: str
@@ -72,19 +92,12 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0 or self._waiter is None:
+        if self._waiter is None:
             return
-        head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-        length = 0
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-        if len(self._buffer) < end + 4 + length:
+        message = take_message(self._buffer)
+        if message is None:
             return
-        body = bytes(self._buffer[end + 4 : end + 4 + length])
-        del self._buffer[: end + 4 + length]
+        head, body = message
         waiter, self._waiter = self._waiter, None
         if not waiter.done():
             waiter.set_result((int(head[0].split(" ", 2)[1]), body))

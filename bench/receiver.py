@@ -18,6 +18,8 @@ from typing import cast
 
 import uvloop
 
+from bench.load import take_message
+
 _NO_CONTENT = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -46,19 +48,8 @@ class _Receiver(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            length = 0
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            if len(self._buffer) < end + 4 + length:
-                return
-            del self._buffer[: end + 4 + length]
+        while (message := take_message(self._buffer)) is not None:
+            head, _ = message
             method, _, rest = head[0].partition(" ")
             path = rest.split(" ", 1)[0]
             assert self._transport is not None
