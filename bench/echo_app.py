@@ -12,6 +12,7 @@ import argparse
 import uvicorn
 from litestar import Litestar, Response, post
 
+from shared.heap import settle_heap
 from shared.sessions.params import CreateSessionParams
 
 # About the size of a real create response (session id, secret, expiry and two URLs).
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    # The same settings as `hosted-sessions api` (services/cli.py `_api`).
+    # The same server settings as `hosted-sessions api` (services/cli.py `_api`).
     config = uvicorn.Config(
         create_echo_app(),
         host="127.0.0.1",
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
     )
     server = uvicorn.Server(config)
+    # As `hosted-sessions api` does: the same collector settings (shared/heap.py).
+    settle_heap()
     server.run()
     return 0 if server.started else 3
 

@@ -160,6 +160,7 @@ def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from services.api.app import create_app
+    from shared.heap import settle_heap
     from shared.logging import configure_logging
 
     # The app sees the address it is actually served on, whichever way it was given.
@@ -182,18 +183,21 @@ def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
         proxy_headers=False,
     )
     server = uvicorn.Server(config)
+    settle_heap()
     server.run()
     # uvicorn exits by itself on bind/lifespan failures; this covers a stop before start.
     return 0 if server.started else 3
 
 
 def _worker(settings: Settings, *, queues: Sequence[str], check: bool) -> int:
+    from shared.heap import settle_heap
     from shared.logging import configure_logging
     from workers.main import check_worker, run_worker
 
     configure_logging(settings)
     if check:
         return check_worker(settings, queues)
+    settle_heap()
     return run_worker(settings, queues)
 
 

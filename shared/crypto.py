@@ -29,7 +29,8 @@ class DataCipher:
 
     def secret_hash(self, secret: str) -> str:
         """Keyed hash of a credential: what is stored instead of the credential."""
-        return hmac.new(self._mac_key, secret.encode(), hashlib.sha256).hexdigest()
+        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than an hmac.new object.
+        return hmac.digest(self._mac_key, secret.encode(), "sha256").hex()
 
     def secret_matches(self, secret: str, stored_hash: str) -> bool:
         """Constant-time comparison against a stored hash."""

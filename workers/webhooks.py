@@ -43,6 +43,9 @@ CONSUMER_GROUP = "webhooks"
 JOB_TIMEOUT_SECONDS = 15
 _HTTP_TIMEOUT_CAP_SECONDS = JOB_TIMEOUT_SECONDS - 3
 SWEEP_INTERVAL_SECONDS = 30
+# Between event reads that were not full: a busy stream is dispatched in batches (one
+# endpoint lookup and one ack per read), for at most this much later a first attempt.
+LINGER_MS = 20
 # How long an attempt waits for a free connection to its host before it is put back.
 _BUSY_WAIT_SECONDS = 1.0
 _ERROR_BACKOFF_SECONDS = 1.0
@@ -158,7 +161,9 @@ async def dispatch_events(app: WorkerContext) -> None:
         # Loops are not awaited until shutdown: say why nothing is delivered, loudly, once.
         log.exception("webhook.misconfigured")
         return
-    consumer = EventConsumer(app.redis, app.keys, group=CONSUMER_GROUP, consumer=app.worker_id)
+    consumer = EventConsumer(
+        app.redis, app.keys, group=CONSUMER_GROUP, consumer=app.worker_id, linger_ms=LINGER_MS
+    )
     next_sweep = time.monotonic()
     try:
         while True:

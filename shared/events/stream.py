@@ -6,7 +6,8 @@ writes are in `write_session.lua`, trimming in `trim.py`).
 How a group stays ordered per session with several consumers (docs/architecture.md):
 a session's events all go to its account's partition stream, and each partition of a group
 is leased to one consumer at a time (`shared.leases`, role `events:<group>`, TTL
-`claim_idle_ms`, renewed on every read). A consumer reads only its partitions, in stream
+`claim_idle_ms`, renewed by a read once a quarter of the TTL (at most a second) has passed
+since the last renewal). A consumer reads only its partitions, in stream
 order, and does not read new entries of a partition while the group still has pending
 entries there (its own unacked ones, or a previous holder's): those are redelivered first,
 once idle for `claim_idle_ms`. An entry delivered more than `max_deliveries` times is moved
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 import msgspec
@@ -85,7 +87,10 @@ class EventConsumer:
 
     `batch` bounds the entries read per partition per call; `consumer` must be unique in the
     group (e.g. host:pid); `start_id` is where the group starts when `ensure_groups` creates
-    it (`0`: every entry kept, `$`: only new ones)."""
+    it (`0`: every entry kept, `$`: only new ones). `linger_ms`: after a read that was not
+    full, the next one waits until that long after it began, so a busy stream is read in
+    batches rather than a few entries per round trip (each read costs the same handful of
+    round trips however many entries it brings); 0 reads again at once."""
 
     def __init__(
         self,
@@ -99,9 +104,10 @@ class EventConsumer:
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 10,
         start_id: str = "0",
+        linger_ms: int = 0,
     ) -> None:
-        if batch < 1 or max_deliveries < 1 or block_ms < 0:
-            raise ValueError("batch and max_deliveries must be >= 1, block_ms >= 0")
+        if batch < 1 or max_deliveries < 1 or block_ms < 0 or linger_ms < 0:
+            raise ValueError("batch and max_deliveries must be >= 1, block_ms and linger_ms >= 0")
         # The lease must outlive a blocked read, or a partition could change hands mid-read.
         if claim_idle_ms <= 2 * block_ms:
             raise ValueError("claim_idle_ms must exceed twice block_ms")
@@ -130,6 +136,13 @@ class EventConsumer:
         # Entry ids this consumer delivered and the caller has not acked, per partition.
         self._outstanding: dict[int, set[str]] = {}
         self._renewed_at = -float("inf")
+        # Renewing costs two pipelines (heartbeat, lease reads, claim scripts): once per read
+        # it was most of a busy consumer's Redis work. A lease lives claim_idle_ms, so renewing
+        # every quarter of it (at most every second) keeps it with room to spare; a new member
+        # gets its share, and a dead one's partitions are taken, within that interval too.
+        self._renew_every_s = min(1.0, claim_idle_ms / 4000)
+        self._linger_s = linger_ms / 1000
+        self._next_read_at = -float("inf")
 
     async def ensure_groups(self) -> None:
         """Create the group on every partition stream (and the stream if missing)."""
@@ -146,7 +159,11 @@ class EventConsumer:
         redelivered ones first, each partition in stream order; [] when nothing."""
         if not self._groups_ready:
             await self.ensure_groups()
-        await self._refresh_leases()
+        if (wait := self._next_read_at - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        began = time.monotonic()
+        if began - self._renewed_at >= self._renew_every_s:
+            await self._refresh_leases()
         try:
             settling = sorted(
                 p for p in self._held if p in self._unsettled or self._outstanding.get(p)
@@ -166,6 +183,9 @@ class EventConsumer:
             # this read had claimed stays pending and is redelivered.
             self._groups_ready = False
             return []
+        # A full batch of any partition means more is waiting: no pause before the next read.
+        full = any(n >= self._batch for n in Counter(m.stream for m in messages).values())
+        self._next_read_at = began + (0.0 if full else self._linger_s)
         return messages
 
     async def ack(self, messages: Sequence[StreamMessage]) -> None:
@@ -188,6 +208,7 @@ class EventConsumer:
         """Give back this consumer's partitions (others take them over at once); unacked
         entries stay pending and are redelivered to the next holder once idle."""
         await self._leases.release()
+        self._renewed_at = -float("inf")
         self._held.clear()
         self._unsettled.clear()
         self._outstanding.clear()
