@@ -18,6 +18,7 @@ from services.api.lifespan import lifespan
 from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
 from services.api.pages.routes import PAGE_HANDLERS
+from services.api.responses import JSONResponse
 from services.api.sessions.routes import SessionController
 from services.api.wallet.routes import WalletController
 from services.api.webhooks.routes import WebhookController
@@ -51,6 +52,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         before_request=browser.limit_session,
         before_send=[browser.forget_changed_origins],
         request_max_body_size=settings.max_body_bytes,
+        # Plain JSON answers skip Litestar's ASGIResponse building (services/api/responses.py).
+        response_class=JSONResponse,
         openapi_config=OpenAPIConfig(
             title="Hosted Sessions",
             version="1.0.0",

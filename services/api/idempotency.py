@@ -12,6 +12,7 @@ from litestar.response import Response
 from services.api.auth.guards import principal_of
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
+from services.api.responses import JSONResponse
 from shared.errors import ServiceError
 from shared.idempotency.service import Claim, Replay, request_fingerprint
 from shared.ids import partition_of_account
@@ -29,7 +30,7 @@ async def run_idempotent(
     """Run a POST under its Idempotency-Key (when sent): replay, refuse, or run and record."""
     idem_key = request.headers.get("idempotency-key")
     if idem_key is None:
-        return Response(await run(None), status_code=status)
+        return JSONResponse(await run(None), status_code=status)
     principal = principal_of(request)
     services = app_services(request)
     begun = await services.idempotency.begin(
@@ -40,7 +41,8 @@ async def run_idempotent(
     )
     if isinstance(begun, Replay):
         bind_log_context(idempotent_replay=True)
-        return Response(msgspec.json.decode(begun.body), status_code=begun.status)
+        # The replayed bytes as first sent (JSONResponse sends bytes as they are).
+        return JSONResponse(begun.body, status_code=begun.status)
     try:
         result = await run(begun)
     except ServiceError:
@@ -48,4 +50,4 @@ async def run_idempotent(
         raise
     if not stores_itself:
         await services.idempotency.finish(begun, status, msgspec.json.encode(result))
-    return Response(result, status_code=status)
+    return JSONResponse(result, status_code=status)

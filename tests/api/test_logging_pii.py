@@ -156,10 +156,13 @@ async def test_requests_log_one_canonical_line_each_and_no_pii(
         if response.status_code >= 400:
             assert response.json()["request_id"] == response.headers["x-request-id"]
 
-    # Lines logged inside a request carry its id (the create's own line, for one).
-    created_lines = [e for e in events if e.get("event") == "session.created"]
-    assert [e["request_id"] for e in created_lines] == [created.headers["x-request-id"]]
+    # A create logs one line, its canonical one, and it names the session it made.
+    created_lines = [
+        e for e in events if e.get("request_id") == created.headers["x-request-id"]
+    ]
+    assert [e["event"] for e in created_lines] == ["request"]
     assert created_lines[0]["session_id"] == session_id
+    assert created_lines[0]["account_uid"] == ACCOUNT
 
     for forbidden in [
         admin_token,

@@ -223,22 +223,48 @@ async def test_partitions_are_shared_fairly_and_move_when_a_consumer_leaves(
     for member in members:
         await member.ensure_groups()
 
-    async def spin(group: list[EventConsumer], rounds: int) -> None:
-        for _ in range(rounds):
+    async def spin(group: list[EventConsumer], seconds: float) -> None:
+        # Reads renew leases once a quarter of the lease TTL has passed: read for several
+        # renewal intervals, so every member has looked again after the others joined/left.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             await asyncio.gather(*(m.read() for m in group))
 
-    await spin(members, 6)
+    await spin(members, 1.0)
     holders = await lease_holders(client, keys)
     counts = {name: list(holders.values()).count(name) for name in ("c0", "c1", "c2")}
     assert len(holders) == PARTITIONS
     assert all(1 <= n <= 6 for n in counts.values()), counts  # ceil(16 / 3) each at most
 
     await members[0].close()
-    await spin(members[1:], 6)
+    await spin(members[1:], 1.0)
     holders = await lease_holders(client, keys)
     assert sorted(holders.values()) == ["c1"] * 8 + ["c2"] * 8
     for member in members[1:]:
         await member.close()
+
+
+async def test_a_lingering_consumer_reads_what_arrived_meanwhile_in_one_batch(
+    client: Redis, keys: Keys, sessions: SessionService
+) -> None:
+    partition = 3
+    account = ACCOUNTS[partition]
+    member = EventConsumer(
+        client, keys, GROUP, "lingerer", block_ms=BLOCK_MS, claim_idle_ms=IDLE_MS, linger_ms=400
+    )
+    await member.ensure_groups()
+    first = await new_session(sessions, account)
+    got = await collect(member, lambda g: len(g) >= 1, ack=True)
+    assert [m.event.session_id for m in got] == [first]
+    began = time.monotonic()
+    later = [await new_session(sessions, account) for _ in range(3)]
+
+    # The first read was not full: the next one waits out the linger, then brings all three.
+    batch = await member.read()
+    assert time.monotonic() - began >= 0.3
+    assert [m.event.session_id for m in batch] == later
+    await member.ack(batch)
+    await member.close()
 
 
 @dataclass

@@ -59,3 +59,24 @@ def test_session_id_carries_its_partition(partition: int) -> None:
 )
 def test_malformed_session_ids_name_no_partition(malformed: str) -> None:
     assert partition_of_session(malformed) is None
+
+
+def test_a_forked_child_never_hands_out_the_parents_random_bytes() -> None:
+    """The pool draws ahead: a child that kept the parent's drawn bytes would make the same
+    ids and secrets as the parent. Both draw from the same pool state here."""
+    import os
+
+    random_base62(5)  # the pool now holds bytes the parent has not handed out yet
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next values, then leave without cleanup
+        os.close(read)
+        os.write(write, "".join(random_base62(32) for _ in range(8)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    os.waitpid(pid, 0)
+    parent = "".join(random_base62(32) for _ in range(8))
+    assert len(child) == len(parent) == 256
+    assert child != parent
