@@ -77,7 +77,8 @@ class JSONResponse(Response[Any]):
             or self.response_type_encoders
             or app is not None
         )
-        if plain and media in (_JSON, MediaType.JSON) and 200 <= status and status not in (204, 304):
+        has_body = status >= 200 and status not in (204, 304)
+        if plain and has_body and media in (_JSON, MediaType.JSON):
             content = self.content
             body = content if isinstance(content, bytes) else _ENCODER.encode(content)
             return _PreparedAnswer(status, body)
