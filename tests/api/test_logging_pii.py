@@ -157,9 +157,7 @@ async def test_requests_log_one_canonical_line_each_and_no_pii(
             assert response.json()["request_id"] == response.headers["x-request-id"]
 
     # A create logs one line, its canonical one, and it names the session it made.
-    created_lines = [
-        e for e in events if e.get("request_id") == created.headers["x-request-id"]
-    ]
+    created_lines = [e for e in events if e.get("request_id") == created.headers["x-request-id"]]
     assert [e["event"] for e in created_lines] == ["request"]
     assert created_lines[0]["session_id"] == session_id
     assert created_lines[0]["account_uid"] == ACCOUNT

@@ -82,4 +82,3 @@ def test_bytes_are_sent_as_they_are(client: Any) -> None:
     assert answer.status_code == 201
     assert answer.content == b'{"already":"encoded"}'
     assert answer.headers["content-type"] == "application/json"
-
