@@ -248,13 +248,16 @@ class CheckoutService:
                 fee=hold.fee,
                 saved_method_id=saved_id or hold.method.saved_method_id,
             )
-            done = await self._sessions.complete_payment(record.id, payment)
-            await self._store.remember_payment(
+            memo = self._store.payment_memo(
                 record.account_uid,
                 digest,
                 record.id,
                 self._clock.now_ms(),
                 DUPLICATE_WINDOW_SECONDS,
+            )
+            # `record` is current: a held session changes only by this outcome.
+            done = await self._sessions.complete_payment(
+                record.id, payment, current=record, memo=memo
             )
             log.info("confirm.succeeded", session_id=record.id, method=hold.method.type)
             return ConfirmResult(
@@ -266,7 +269,9 @@ class CheckoutService:
                 success_url=done.success_url,
             )
         code = outcome.code or "processing_error"
-        await self._sessions.record_payment_failure(record.id, code, outcome.message)
+        await self._sessions.record_payment_failure(
+            record.id, code, outcome.message, current=record
+        )
         log.info("confirm.failed", session_id=record.id, code=code)
         if code == "processing_error":
             raise ProcessorFailed(outcome.message or "The payment could not be processed")

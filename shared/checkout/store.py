@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from shared.checkout.model import ChargeHold
 from shared.ids import partition_of_account, partition_of_session
 from shared.redis.keys import Keys
+from shared.sessions.store import StoredMemo
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ChargeHold)
@@ -76,9 +77,13 @@ class CheckoutStore:
         # The clock decides (the TTL only cleans up), so the window follows the service's time.
         return session_id if now_ms - int(paid_at or 0) < window_seconds * 1000 else None
 
-    async def remember_payment(
+    def payment_memo(
         self, account_uid: str, digest: str, session_id: str, now_ms: int, window_seconds: int
-    ) -> None:
-        await self._redis.set(
-            self._dup_key(account_uid, digest), f"{session_id}@{now_ms}", ex=window_seconds
+    ) -> StoredMemo:
+        """The duplicate guard's record of a payment, written with the session's completion
+        (one atomic step: a paid session always has its memo; `recent_payer` reads it)."""
+        return StoredMemo(
+            key=self._dup_key(account_uid, digest),
+            value=f"{session_id}@{now_ms}".encode(),
+            ttl_seconds=window_seconds,
         )

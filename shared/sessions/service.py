@@ -68,7 +68,13 @@ from shared.sessions.model import (
     to_view,
 )
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams, check_items_total
-from shared.sessions.store import SessionStore, SessionWrite, WriteOutcome, index_member
+from shared.sessions.store import (
+    SessionStore,
+    SessionWrite,
+    StoredMemo,
+    WriteOutcome,
+    index_member,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +103,13 @@ class ExpiryBatch(msgspec.Struct, kw_only=True):
 class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
     data: list[SessionView]
     has_more: bool
+
+
+def _first_try(
+    current: SessionRecord | None, session_id: str, attempt: int
+) -> SessionRecord | None:
+    """The caller's record on a compare-and-set's first attempt (re-read on the later ones)."""
+    return current if attempt == 0 and current is not None and current.id == session_id else None
 
 
 def _fraud_context(session_id: str) -> str:
@@ -436,10 +449,22 @@ class SessionService:
 
     # --- payment outcomes (the held charge's own writes) ---------------------------------
 
-    async def complete_payment(self, session_id: str, payment: PaymentInfo) -> SessionRecord:
-        """open -> complete/paid with its `completed` event; drops the charge hold."""
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            record = await self._require(session_id)
+    async def complete_payment(
+        self,
+        session_id: str,
+        payment: PaymentInfo,
+        *,
+        current: SessionRecord | None = None,
+        memo: StoredMemo | None = None,
+    ) -> SessionRecord:
+        """open -> complete/paid with its `completed` event; drops the charge hold.
+
+        `current`: the record as the caller last read it (a confirm's, unchanged while its
+        charge held the session), tried first instead of reading it again; the write is a
+        compare-and-set on its sequence, so a stale one only costs a re-read. `memo`: a
+        record written in the same step (the duplicate-payment memo)."""
+        for attempt in range(_MAX_CAS_ATTEMPTS):
+            record = _first_try(current, session_id, attempt) or await self._require(session_id)
             if record.status == "complete":
                 return record  # this charge's outcome was written already (a retry)
             now = self._clock.now_ms()
@@ -454,18 +479,18 @@ class SessionService:
             )
             view = to_view(changed, now, self._base_url)
             event = SessionCompleted(**self._event(changed, now, data=SessionData(object=view)))
-            if await self._write_outcome(record, changed, event, release_hold=True):
+            if await self._write_outcome(record, changed, event, release_hold=True, memo=memo):
                 return changed
         raise InternalError("session changed concurrently too often; retry")
 
     async def record_payment_failure(
-        self, session_id: str, code: str, message: str
+        self, session_id: str, code: str, message: str, *, current: SessionRecord | None = None
     ) -> SessionRecord:
         """A failed charge: counted, with its `payment_failed` event; drops the charge hold.
         A session whose time ran out under the charge stays in the expiry schedule, so the
-        expiry loop expires it on its next tick."""
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            record = await self._require(session_id)
+        expiry loop expires it on its next tick. `current` as for complete_payment."""
+        for attempt in range(_MAX_CAS_ATTEMPTS):
+            record = _first_try(current, session_id, attempt) or await self._require(session_id)
             now = self._clock.now_ms()
             changed = msgspec.structs.replace(
                 record,
@@ -494,7 +519,13 @@ class SessionService:
         return stored.record
 
     async def _write_outcome(
-        self, before: SessionRecord, after: SessionRecord, event: Event, *, release_hold: bool
+        self,
+        before: SessionRecord,
+        after: SessionRecord,
+        event: Event,
+        *,
+        release_hold: bool,
+        memo: StoredMemo | None = None,
     ) -> bool:
         outcome = await self._store.write(
             SessionWrite(
@@ -503,6 +534,9 @@ class SessionService:
                 event_json=EVENT_ENCODER.encode(event),
                 event_type=event.type,
                 release_hold=release_hold,
+                idempotency_key=memo.key if memo else "",
+                idempotency_record=memo.value if memo else b"",
+                idempotency_ttl=memo.ttl_seconds if memo else 0,
             )
         )
         return outcome.result == "ok"

@@ -137,11 +137,22 @@ class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     event_type: str
     secret_hash: str = ""  # hex (DataCipher.secret_hash); stored as raw bytes
     fraud_blob: bytes = b""
+    # A record SET (EX ttl) in the same step, only if the change applies: a create's
+    # idempotent replay, or a completed payment's duplicate-payment memo. Its key shares
+    # the session's partition tag.
     idempotency_key: str = ""
     idempotency_record: bytes = b""
     idempotency_ttl: int = 0
     # Set by a held charge's own outcome: the write drops the hold instead of being refused.
     release_hold: bool = False
+
+
+class StoredMemo(msgspec.Struct, frozen=True, kw_only=True):
+    """A record written in the same step as a change (SessionWrite.idempotency_*)."""
+
+    key: str  # in the session's partition (same hash tag)
+    value: bytes
+    ttl_seconds: int
 
 
 class WriteOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,7 +260,9 @@ class SessionStore:
         new_status = record.status
         create = change.previous_status is None
         old_status = change.previous_status or new_status
-        flags = ("r" if change.release_hold else "") + ("x" if create else "")
+        # m: a record to SET with a change that is not a create (a create carries its own).
+        memo = not create and bool(change.idempotency_key)
+        flags = ("r" if change.release_hold else "") + ("x" if create else "") + ("m" * memo)
         customer: int | str = ""
         if create and record.customer_id:
             customer = key(k.customer_index(partition, account, record.customer_id))
@@ -278,6 +291,8 @@ class SessionStore:
                 change.fraud_blob,
                 change.idempotency_record,
             ]
+        elif memo:
+            call.args.append(change.idempotency_record)
 
     async def unschedule(self, partition: int, session_ids: list[str]) -> None:
         """Drop ids from the expiry schedule (entries of sessions no longer open)."""

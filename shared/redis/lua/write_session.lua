@@ -9,14 +9,15 @@
 -- ARGV, per change: 1 meta, 2 record (compressed msgpack), 3 event (stored form of the
 --   JSON), 4 index member (8-char inverted created time + session id); on a create (flag x)
 --   also 5 secret hash, 6 encrypted fraud signals ('' = none), 7 idempotency record ('' =
---   none).
+--   none); on another change with flag m, 5 a record SET at key position 13 with TTL 6
+--   (a completed payment's duplicate-payment memo), written only if the change applies.
 -- meta = ';'-separated: 1 expected sequence (0 = create), 2 new sequence, 3 expires_at ms
 --   ('' = not open), 4 event type code, 5 flags (x: create arguments follow; r: this is the
 --   held charge's outcome, which drops the hold, instead of being refused while a charge
---   holds the session), 6 idempotency TTL s, then key positions: 7 session, 8 event stream,
---   9 expiry schedule, 10 old status index, 11 new status index, 12 customer index (''
---   = none), 13 idempotency record ('' = none), 14 the account's event index stream,
---   15 the session's charge hold.
+--   holds the session; m: a record to SET follows), 6 that record's TTL s, then key
+--   positions: 7 session, 8 event stream, 9 expiry schedule, 10 old status index, 11 new
+--   status index, 12 customer index ('' = none), 13 the record to SET ('' = none), 14 the
+--   account's event index stream, 15 the session's charge hold.
 -- Returns per change {'ok', new sequence, stream entry id} | {'exists', seq} |
 --   {'conflict', seq} | {'held', seq}
 
@@ -86,6 +87,11 @@ while i <= #ARGV do
       m, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     )
     i = i + 7
+  elseif string.find(m[5], 'm', 1, true) then
+    results[#results + 1] = apply(
+      m, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], nil, nil, ARGV[i + 4]
+    )
+    i = i + 5
   else
     results[#results + 1] = apply(m, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     i = i + 4
