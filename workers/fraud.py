@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.events.model import SessionCreated
 from shared.events.stream import EventConsumer, StreamMessage
 from shared.jobs import FRAUD_QUEUE
+from shared.logging import clear_log_context
 from shared.risk.service import ScoreOutcome
 from workers.context import Loop, QueueSpec, WorkerContext
 from workers.metrics import FRAUD_BATCH, FRAUD_LAG, FRAUD_SESSIONS
@@ -63,8 +64,7 @@ async def scoring_loop(app: WorkerContext) -> None:
         # before the first scorer ever ran are scored too.
         start_id="0",
     )
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(loop="fraud.scoring")
+    clear_log_context(loop="fraud.scoring")
     try:
         while True:
             try:

@@ -12,6 +12,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.metrics import observe
 from shared.ids import new_request_id
+from shared.logging import bind_log_context as bind_fields
+from shared.logging import clear_log_context
 
 log = structlog.get_logger("request")
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
@@ -27,8 +29,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _INCOMING_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        clear_log_context(request_id=request_id)
         started = time.perf_counter()
         status = 500
 
@@ -55,7 +56,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
-            structlog.contextvars.clear_contextvars()
+            clear_log_context()
 
     return middleware
 
@@ -69,4 +70,4 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def bind_log_context(**values: Any) -> None:
     """Add fields to the request's canonical line (and every line after it)."""
-    structlog.contextvars.bind_contextvars(**values)
+    bind_fields(**values)
