@@ -5,7 +5,9 @@ settings, and drives each from a separate load process (bench/load.py) on 127.0.
 
 Phases (`--phases`, all by default):
 
-- rounds: echo, create, config, confirm and the Redis ceiling, closed loop, interleaved;
+- rounds: create, config and confirm, each paired with an echo run just before it, and the
+  Redis ceiling, closed loop, interleaved; the request-path ratios are per pair (median of
+  the rounds' ratios);
 - consumer: a stream consumer of its own group (bench/consumer_latency.py) while PATCHes
   change sessions at a paced rate: how long after each change it sees the event (per round);
 - sweep: create and confirm open loop at fractions of their measured maximum: latency against
@@ -875,21 +877,35 @@ class Bench:
         return raw
 
     def _round(self, rounds: dict[str, list[dict[str, Any]]]) -> None:
-        """One round of the closed-loop scenarios; each starts with scoring settled."""
+        """One round of the closed-loop scenarios; each starts with scoring settled and is
+        paired with an echo run just before it (`pairs`): this machine's speed drifts within
+        a round (echo alone varied 20-30 % between rounds), and a ratio of two runs seconds
+        apart sees far less of that drift than one of runs twenty seconds apart."""
         p = self.profile
-        rounds["echo"].append(self.echo())
+        pairs = rounds.setdefault("pairs", [])
+
+        def paired(name: str, run: Callable[[], dict[str, Any]]) -> None:
+            echo = self.echo()
+            rounds["echo"].append(echo)
+            result = run()
+            rounds[name].append(result)
+            pairs.append({"scenario": name, "echo": echo, "result": result})
+            self.log(
+                f"  {name:8s} {result['rps']:9.1f} req/s  p99 {result['p99_ms']:7.2f} ms"
+                f"  (echo just before: {echo['rps']:.1f} req/s, p99 {echo['p99_ms']:.2f} ms)"
+            )
+
         with self.watch() as watch:
-            rounds["create"].append(self.create())
+            paired("create", self.create)
             self.settle(watch)
-        rounds["config"].append(self.config(self.pool))
+        paired("config", lambda: self.config(self.pool))
         with self.watch() as watch:
             fresh = self.create_sessions(p.confirm_sessions)
             self.settle(watch)
-        rounds["confirm"].append(self.confirm(fresh))
+        paired("confirm", lambda: self.confirm(fresh))
         rounds["redis"].append(self.redis_ceiling())
-        for name in rounds:
-            last = rounds[name][-1]
-            self.log(f"  {name:8s} {last['rps']:9.1f} req/s  p99 {last['p99_ms']:7.2f} ms")
+        last = rounds["redis"][-1]
+        self.log(f"  {'redis':8s} {last['rps']:9.1f} req/s  p99 {last['p99_ms']:7.2f} ms")
 
 
 def _level(fraction: float, rate: float, result: dict[str, Any]) -> dict[str, Any]:
@@ -936,6 +952,23 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
+def _paired_ratios(pairs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per pair (a scenario and the echo run just before it): its req/s over echo's, and
+    for create its p99 over echo's p99."""
+    out: dict[str, list[float]] = {
+        "create_rps": [],
+        "create_p99": [],
+        "config_rps": [],
+        "confirm_rps": [],
+    }
+    for pair in pairs:
+        name, echo, result = pair["scenario"], pair["echo"], pair["result"]
+        out[f"{name}_rps"].append(_ratio(float(result["rps"]), float(echo["rps"])))
+        if name == "create":
+            out["create_p99"].append(_ratio(float(result["p99_ms"]), float(echo["p99_ms"])))
+    return out
+
+
 def evaluate(raw: dict[str, Any]) -> dict[str, Any]:
     """Medians and spreads per scenario, the ratios and every target's verdict (of the
     phases that ran)."""
@@ -955,6 +988,8 @@ def evaluate(raw: dict[str, Any]) -> dict[str, Any]:
         )
 
     for name, results in raw.get("rounds", {}).items():
+        if name == "pairs":
+            continue
         figures[name] = {
             "rps": summarize([float(r["rps"]) for r in results]),
             "p99_ms": summarize([float(r["p99_ms"]) for r in results]),
@@ -963,23 +998,26 @@ def evaluate(raw: dict[str, Any]) -> dict[str, Any]:
         }
     if {"echo", "create", "config", "confirm", "redis"} <= figures.keys():
         echo_rps = figures["echo"]["rps"]["median"]
-        echo_p99 = figures["echo"]["p99_ms"]["median"]
         redis_rps = figures["redis"]["rps"]["median"]
-        create = figures["create"]
-        config_rps = figures["config"]["rps"]["median"]
-        confirm_rps = figures["confirm"]["rps"]["median"]
-        target("create req/s vs echo", _ratio(create["rps"]["median"], echo_rps), ">=", 0.5, "x")
-        target(
-            "create p99 vs echo p99", _ratio(create["p99_ms"]["median"], echo_p99), "<=", 3.0, "x"
-        )
-        target("config read req/s vs echo", _ratio(config_rps, echo_rps), ">=", 0.6, "x")
-        target("confirm req/s vs echo", _ratio(confirm_rps, echo_rps), ">=", 0.25, "x")
+        create_rps = figures["create"]["rps"]["median"]
+        # Each scenario's ratio per round, to the echo run just before it (Bench._round);
+        # the target is the median of those, with their spread.
+        paired = _paired_ratios(raw["rounds"].get("pairs", []))
+        figures["paired_ratios"] = {key: summarize(values) for key, values in paired.items()}
+        target("create req/s vs echo", _median(paired["create_rps"]), ">=", 0.5, "x")
+        target("create p99 vs echo p99", _median(paired["create_p99"]), "<=", 3.0, "x")
+        target("config read req/s vs echo", _median(paired["config_rps"]), ">=", 0.6, "x")
+        target("confirm req/s vs echo", _median(paired["confirm_rps"]), ">=", 0.25, "x")
         figures["ratios"] = {
-            "create_vs_echo": _ratio(create["rps"]["median"], echo_rps),
-            "create_vs_redis": _ratio(create["rps"]["median"], redis_rps),
-            "config_vs_echo": _ratio(config_rps, echo_rps),
-            "confirm_vs_echo": _ratio(confirm_rps, echo_rps),
+            "create_vs_echo": _median(paired["create_rps"]),
+            "create_vs_redis": _ratio(create_rps, redis_rps),
+            "config_vs_echo": _median(paired["config_rps"]),
+            "confirm_vs_echo": _median(paired["confirm_rps"]),
             "echo_vs_redis": _ratio(echo_rps, redis_rps),
+            # The same ratios from all rounds' medians, unpaired (as reported before pairing).
+            "unpaired_create_vs_echo": _ratio(create_rps, echo_rps),
+            "unpaired_config_vs_echo": _ratio(figures["config"]["rps"]["median"], echo_rps),
+            "unpaired_confirm_vs_echo": _ratio(figures["confirm"]["rps"]["median"], echo_rps),
         }
     consumer = raw.get("consumer", [])
     if consumer:
@@ -1107,15 +1145,23 @@ def table(evaluated: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     echo = f.get("echo", {}).get("rps", {}).get("median") or 1.0
+    paired = f.get("paired_ratios", {})
     for name in ("echo", "redis", "create", "config", "confirm"):
         if name not in f:
             continue
         s = f[name]
         rps, p99 = s["rps"], s["p99_ms"]
+        # Paired (to the echo run just before each round's run): median (min-max).
+        ratio = paired.get(f"{name}_rps")
+        versus = (
+            f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}) paired"
+            if ratio
+            else f"{rps['median'] / echo:.2f}"
+        )
         lines.append(
             f"| {name} | {_spread(rps)} | {s['p50_ms']['median']:.2f} | "
             f"{p99['median']:.2f} ({p99['min']:.2f}-{p99['max']:.2f}) | "
-            f"{rps['median'] / echo:.2f} | {s['errors']} |"
+            f"{versus} | {s['errors']} |"
         )
     if "consumer" in f:
         c = f["consumer"]
