@@ -160,15 +160,20 @@ class MultiplexedRedis:
         """Send one command (pipelined with everyone else's) and return its raw reply."""
         for attempt in range(_RETRIES + 1):
             try:
-                return await self._execute_once(args)
+                protocol = self._protocol
+                if protocol is None or protocol.closed:
+                    protocol = await self._connected()
+                # Queued without another coroutine layer: this runs for every command.
+                return await self._queue(protocol, args)
             except (RedisConnectionError, RedisTimeoutError):
                 if attempt == _RETRIES:
                     raise
                 await asyncio.sleep(_BACKOFF_SECONDS * 2**attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _execute_once(self, args: Sequence[Arg]) -> Any:
-        protocol = await self._connected()
+    def _queue(self, protocol: _Protocol, args: Sequence[Arg]) -> asyncio.Future[Any]:
+        """The command in this turn's outbox; its future resolves to the reply (the
+        protocol's watchdog bounds the wait)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         packed = _pack(args)  # before queueing: a TypeError leaves nothing behind
@@ -176,7 +181,7 @@ class MultiplexedRedis:
         if not protocol.outbox:
             loop.call_soon(protocol.flush)
         protocol.outbox.append(packed)
-        return await future  # the protocol's watchdog bounds the wait
+        return future
 
     async def _connected(self) -> _Protocol:
         protocol = self._protocol
