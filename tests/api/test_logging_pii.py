@@ -17,7 +17,7 @@ import structlog
 from litestar.testing import AsyncTestClient
 
 from shared.config import Settings
-from shared.logging import configure_logging
+from shared.logging import configure_logging, flush_log_lines
 from tests.api.conftest import ACCOUNT, seed_body
 
 URL = "/v1/hosted-sessions"
@@ -55,6 +55,7 @@ class LogCapture:
 
     def read(self) -> tuple[str, list[dict[str, Any]]]:
         """(raw text, parsed lines) of everything logged since the last read."""
+        flush_log_lines()  # lines wait for the end of their loop turn (shared/logging.py)
         text = self._capsys.readouterr().out
         parsed: list[dict[str, Any]] = []
         for line in text.splitlines():

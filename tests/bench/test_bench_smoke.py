@@ -13,7 +13,7 @@ import pytest
 from redis import Redis
 
 from bench.png import Canvas, latency_vs_load
-from bench.run import PLOT_NAME, evaluate, summarize, table
+from bench.run import PLOT_NAME, _paired_ratios, evaluate, summarize, table
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +27,38 @@ def test_summarize_gives_median_and_spread() -> None:
         "max": 110.0,
         "spread_pct": 20.0,
     }
+
+
+def test_ratios_pair_each_run_with_the_echo_just_before_it() -> None:
+    def run(rps: float, p99: float) -> dict[str, float]:
+        return {"rps": rps, "p99_ms": p99}
+
+    pairs = [
+        {"scenario": "create", "echo": run(1000, 10), "result": run(400, 25)},
+        {"scenario": "config", "echo": run(500, 10), "result": run(300, 12)},
+        {"scenario": "create", "echo": run(2000, 5), "result": run(1000, 20)},
+    ]
+    assert _paired_ratios(pairs) == {
+        "create_rps": [0.4, 0.5],
+        "create_p99": [2.5, 4.0],
+        "config_rps": [0.6],
+        "confirm_rps": [],
+    }
+
+
+@pytest.mark.parametrize("scenario", ["create", "config", "confirm", "echo"])
+def test_in_process_driver_measures_each_scenario(redis_url: str, scenario: str) -> None:
+    argv = [sys.executable, "-m", "bench.inproc", scenario, "--requests=64"]
+    done = subprocess.run(
+        [*argv, f"--redis-url={redis_url}"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    figure = done.stdout.decode().split(":", 1)[1].split("us", 1)[0]
+    assert float(figure) > 0
 
 
 def test_png_writer_draws_a_valid_image() -> None:
