@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from litestar import Litestar
 from litestar.types import Message
 
 from bench.echo_app import create_echo_app
+from bench.run import bench_settings, low_risk_body
 from bench.seeding import delete_prefix
 from services.api.app import create_app
 from shared.config import Settings
@@ -72,22 +71,7 @@ Call = tuple[str, str, Headers, bytes]
 
 def _settings(redis_url: str) -> Settings:
     _, jwks = ensure_dev_keys(KEYS_DIR)
-    return Settings(
-        env="test",
-        redis_url=redis_url,
-        key_prefix="inproc" + secrets.token_hex(3),
-        data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        jwks_file=str(jwks),
-        jwt_issuer="hosted-sessions-inproc",
-        log_json=True,
-        # As in bench/run.py: one caller reading a few sessions would measure 429s.
-        rate_limit_reads_per_session=0,
-        rate_limit_reads_per_ip=0,
-        rate_limit_confirms_per_session=0,
-        rate_limit_confirms_per_ip=0,
-        card_testing_failures_per_card=0,
-        card_testing_failures_per_ip=0,
-    )
+    return bench_settings(redis_url, str(jwks), key_prefix="inproc")
 
 
 def _scope(method: str, path: str, headers: Headers) -> dict[str, Any]:
@@ -157,8 +141,7 @@ async def _calls(
         session_id, secret = await _created(app, admin, seed)
         auth = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())]
         return iter([("GET", f"{SESSIONS}/{session_id}/config", auth, b"")] * total)
-    from bench.run import low_risk_body  # a new shopper each: velocity rules stay quiet
-
+    # A new shopper each (low_risk_body): the velocity rules stay quiet.
     made = [await _created(app, admin, json.dumps(low_risk_body(i)).encode()) for i in range(total)]
     risk = build_domain(settings, app.state.services.redis, app.state.services.clock).risk
     ids = [session_id for session_id, _ in made]

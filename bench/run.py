@@ -171,6 +171,30 @@ SMOKE = Profile(
 )
 
 
+def bench_settings(redis_url: str, jwks_file: str, *, key_prefix: str) -> Settings:
+    """The service's settings under the bench: its own key prefix (`key_prefix` + random)
+    and data key, the dev JWKS, and no per-address or per-session limits."""
+    return Settings(
+        env="test",
+        redis_url=redis_url,
+        key_prefix=key_prefix + secrets.token_hex(3),
+        data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        jwks_file=jwks_file,
+        jwt_issuer="hosted-sessions-bench",
+        log_json=True,
+        # Every bench request comes from 127.0.0.1 and reads a few sessions many times:
+        # the per-address and per-session limits would measure 429s, not the service.
+        rate_limit_reads_per_session=0,
+        rate_limit_reads_per_ip=0,
+        rate_limit_confirms_per_session=0,
+        rate_limit_confirms_per_ip=0,
+        card_testing_failures_per_card=0,
+        card_testing_failures_per_ip=0,
+        # The webhook receiver listens on 127.0.0.1 (a dev/test seam; never in production).
+        webhook_allow_private=True,
+    )
+
+
 def low_risk_body(i: int) -> dict[str, Any]:
     """A shopper of their own who loaded the form a minute ago: confirm proceeds unchallenged."""
     email = f"shopper{i}.{secrets.token_hex(3)}@example.com"
@@ -214,25 +238,7 @@ class Bench:
         self.work = work
         self.log = log
         keys, jwks = ensure_dev_keys(work / "keys")
-        self.settings = Settings(
-            env="test",
-            redis_url=redis_url,
-            key_prefix="bench" + secrets.token_hex(3),
-            data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-            jwks_file=str(jwks),
-            jwt_issuer="hosted-sessions-bench",
-            log_json=True,
-            # Every bench request comes from 127.0.0.1 and reads a few sessions many times:
-            # the per-address and per-session limits would measure 429s, not the service.
-            rate_limit_reads_per_session=0,
-            rate_limit_reads_per_ip=0,
-            rate_limit_confirms_per_session=0,
-            rate_limit_confirms_per_ip=0,
-            card_testing_failures_per_card=0,
-            card_testing_failures_per_ip=0,
-            # The webhook receiver listens on 127.0.0.1 (a dev/test seam; never in production).
-            webhook_allow_private=True,
-        )
+        self.settings = bench_settings(redis_url, str(jwks), key_prefix="bench")
         token = mint_admin_token(
             keys,
             issuer=self.settings.jwt_issuer,
