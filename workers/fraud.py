@@ -34,6 +34,7 @@ from workers.metrics import FRAUD_BATCH, FRAUD_LAG, FRAUD_SESSIONS
 log = structlog.get_logger(__name__)
 
 CONSUMER_GROUP = "risk-scorer"
+_CREATED = str(SessionCreated.__struct_config__.tag)
 # Entries per partition per read: a full read (16 partitions) is scored in about a second,
 # well within CLAIM_IDLE_MS.
 BATCH = 200
@@ -41,7 +42,7 @@ BLOCK_MS = 1_000
 # Between reads that were not full: at 2,000 creates/s a read then brings ~50 sessions to
 # score in one batch instead of a few (a read and its batch cost the same handful of round
 # trips either way), for at most this much more time before a session's risk is decided.
-LINGER_MS = 20
+LINGER_MS = 100
 # How long a dead worker's partitions (and the entries it had read) wait before another
 # worker takes them over; also the longest a read's batch may take.
 CLAIM_IDLE_MS = 10_000
@@ -110,7 +111,7 @@ async def score_messages(app: WorkerContext, messages: list[StreamMessage]) -> l
     done: list[StreamMessage] = []
     batches: dict[str, list[StreamMessage]] = {}
     for message in messages:
-        if isinstance(message.event, SessionCreated):
+        if message.head.type == _CREATED:
             batches.setdefault(message.stream, []).append(message)
         else:
             done.append(message)
@@ -121,7 +122,7 @@ async def score_messages(app: WorkerContext, messages: list[StreamMessage]) -> l
 
 async def _score_batch(app: WorkerContext, batch: list[StreamMessage]) -> list[StreamMessage]:
     # A redelivered entry may share a read with its first delivery's replay: score each once.
-    ids = list(dict.fromkeys(m.event.session_id for m in batch))
+    ids = list(dict.fromkeys(m.head.session_id for m in batch))
     try:
         outcomes = await app.risk.score_many(ids)
     except _REDIS_DOWN:
@@ -139,7 +140,7 @@ async def _score_batch(app: WorkerContext, batch: list[StreamMessage]) -> list[S
 async def _score_one_by_one(app: WorkerContext, batch: list[StreamMessage]) -> list[StreamMessage]:
     done: list[StreamMessage] = []
     for message in batch:
-        session_id = message.event.session_id
+        session_id = message.head.session_id
         try:
             outcome = await app.risk.score_session(session_id)
         except _REDIS_DOWN:
@@ -160,10 +161,10 @@ def _report(outcomes: dict[str, ScoreOutcome], batch: list[StreamMessage]) -> No
     """Metrics and one log line per session: reason codes and the score, never a signal."""
     now_ms = time.time() * 1000
     for message in batch:
-        outcome = outcomes.pop(message.event.session_id, None)
+        outcome = outcomes.pop(message.head.session_id, None)
         if outcome is None:
             continue  # a duplicate entry of a session already reported
-        session_id = message.event.session_id
+        session_id = message.head.session_id
         if outcome.written and outcome.assessment is not None:
             FRAUD_SESSIONS.labels("scored").inc()
             # The entry id's time is when the `created` event (and the session) was written.

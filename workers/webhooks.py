@@ -45,7 +45,7 @@ _HTTP_TIMEOUT_CAP_SECONDS = JOB_TIMEOUT_SECONDS - 3
 SWEEP_INTERVAL_SECONDS = 30
 # Between event reads that were not full: a busy stream is dispatched in batches (one
 # endpoint lookup and one ack per read), for at most this much later a first attempt.
-LINGER_MS = 20
+LINGER_MS = 100
 # How long an attempt waits for a free connection to its host before it is put back.
 _BUSY_WAIT_SECONDS = 1.0
 _ERROR_BACKOFF_SECONDS = 1.0
@@ -170,7 +170,9 @@ async def dispatch_events(app: WorkerContext) -> None:
             try:
                 messages = await consumer.read()
                 if messages:
-                    await runtime.dispatcher.dispatch([(m.entry_id, m.event) for m in messages])
+                    await runtime.dispatcher.dispatch(
+                        [(m.entry_id, m.head, m.raw) for m in messages]
+                    )
                     # Only now: an event re-read after a crash finds its deliveries made.
                     await consumer.ack(messages)
                 if time.monotonic() >= next_sweep:

@@ -50,7 +50,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         # Runs after the guards: the browser routes' per-session limit counts verified
         # credentials only. No route may set its own before_request (a test checks).
         before_request=browser.limit_session,
-        before_send=[browser.forget_changed_origins],
         request_max_body_size=settings.max_body_bytes,
         # Plain JSON answers skip Litestar's ASGIResponse building (services/api/responses.py).
         response_class=JSONResponse,

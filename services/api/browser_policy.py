@@ -7,8 +7,8 @@ Three pieces, wired in app.py:
   errors included.
 - `BrowserPolicy.limit_session` (app-level `before_request`, which Litestar runs after the
   guards): the per-session limit, counted only once the client secret is verified.
-- `BrowserPolicy.forget_changed_origins` (app-level `before_send`): a settings change made
-  through this process applies to its origin cache at once.
+A settings change made through a process applies to its origin cache at once (the PATCH
+route forgets the account's cached origins).
 The merchant (admin) endpoints are server to server: they get no CORS and no browser limits.
 """
 
@@ -38,7 +38,6 @@ from litestar.types import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.api.accounts.routes import AccountSettingsController
 from services.api.auth.browser import ORIGIN_VERDICT, origin_allowed, session_origins
 from services.api.errors import ErrorEnvelope
 from services.api.lifespan import AppServices
@@ -296,20 +295,6 @@ class BrowserPolicy:
         if wait:
             bind_log_context(rate_limited="session", bucket=route.bucket)
             raise RateLimited("Too many requests for this checkout session", retry_after=wait)
-
-    async def forget_changed_origins(self, message: Message, scope: Scope) -> None:
-        """before_send: once a change of account settings succeeds, this process stops
-        using the account's cached origins (other processes within the cache TTL)."""
-        if message["type"] != "http.response.start" or not 200 <= message["status"] < 300:
-            return
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            return
-        if not scope["path"].rstrip("/").startswith(AccountSettingsController.path):
-            return
-        principal = scope.get("state", {}).get("principal")  # set by require_admin
-        if principal is not None:
-            services: AppServices = scope["app"].state.services
-            services.origin_cache.forget(principal.account_uid)
 
 
 def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:

@@ -51,6 +51,7 @@ from shared.errors import (
     ValidationFailed,
     card_error,
 )
+from shared.fees.model import FeeSchedule
 from shared.ids import random_base62
 from shared.payments import cards
 from shared.payments.processor import (
@@ -86,15 +87,20 @@ class RiskDecider(Protocol):
 
 
 class FeeQuoter(Protocol):
-    async def fee_for(self, record: SessionRecord, quote_id: str | None, method: str) -> int:
-        """The fee to charge on top of the amount (a valid quote's), or raise."""
+    async def fee_for(
+        self, record: SessionRecord, quote_id: str | None, method: str, schedule: FeeSchedule
+    ) -> int:
+        """The fee to charge on top of the amount (a valid quote's), or raise; `schedule` is
+        the account's current one (confirm reads it with the charge hold)."""
         ...
 
 
 class NoFees:
     """Until an account configures a fee schedule, nothing is added."""
 
-    async def fee_for(self, record: SessionRecord, quote_id: str | None, method: str) -> int:
+    async def fee_for(
+        self, record: SessionRecord, quote_id: str | None, method: str, schedule: FeeSchedule
+    ) -> int:
         return 0
 
 
@@ -134,7 +140,8 @@ class CheckoutService:
         `client_ip` is what the card-testing guard counts declines by (with the card)."""
         for _ in range(_MAX_ATTEMPTS):
             self._require_payable(record)
-            hold = await self._store.get_hold(record.id)
+            # The fee needs the account's settings: read with the hold, one round trip.
+            hold, settings = await self._store.hold_and_settings(record.id, record.account_uid)
             if hold is not None:
                 # A charge is (or was) in flight: settle it before anything else.
                 try:
@@ -153,25 +160,32 @@ class CheckoutService:
                 raise FraudDeclined("The payment was declined")
             if level == "elevated" and not record.challenge_passed:
                 raise ChallengeRequired("Verify with the code sent by SMS to continue")
-            fee = await self._fees.fee_for(record, params.quote_id, method.type)
+            fee = await self._fees.fee_for(record, params.quote_id, method.type, settings.fees)
             total = record.amount + fee
             digest = self._duplicate_digest(record, method, total)
-            payer = await self._store.recent_payer(
-                record.account_uid, digest, self._clock.now_ms(), DUPLICATE_WINDOW_SECONDS
-            )
-            if payer is not None and payer != record.id:
-                raise DuplicatePayment(
-                    "This payment method paid the same amount for this customer moments ago"
-                )
+            now = self._clock.now_ms()
             hold = ChargeHold(
                 state="in_flight",
                 idempotency_key=f"{record.id}:{record.failed_payments + 1}",
                 amount=total,
                 fee=fee,
                 method=method,
-                started_at_ms=self._clock.now_ms(),
+                started_at_ms=now,
             )
-            taken = await self._store.acquire_hold(record.id, record.sequence, hold)
+            # The duplicate-payment check and the hold are one step (checkout/store.py).
+            taken = await self._store.acquire_hold(
+                record.id,
+                record.sequence,
+                hold,
+                account_uid=record.account_uid,
+                digest=digest,
+                now_ms=now,
+                window_seconds=DUPLICATE_WINDOW_SECONDS,
+            )
+            if taken == "duplicate":
+                raise DuplicatePayment(
+                    "This payment method paid the same amount for this customer moments ago"
+                )
             if taken == "ok":
                 try:
                     return await self._charge(record, hold, digest)

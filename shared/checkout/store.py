@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 from redis.asyncio import Redis
 
+from shared.accounts.model import AccountSettings, decode_settings
 from shared.checkout.model import ChargeHold
 from shared.ids import partition_of_account, partition_of_session
 from shared.redis.keys import Keys
@@ -15,16 +16,29 @@ from shared.sessions.store import StoredMemo
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ChargeHold)
 
-# KEYS: session, hold. ARGV: expected sequence, hold. Holds only the version we read (the
-# session string starts with `<seq>;`, shared/sessions/store.py).
+# KEYS: session, hold, duplicate guard. ARGV: expected sequence, hold, session id, now ms,
+# duplicate window ms. Holds only the version we read (the session string starts with
+# `<seq>;`, shared/sessions/store.py), and only if no other session paid the same (customer,
+# method, amount) within the window (the guard's value is `<session id>@<paid at ms>`; the
+# service's clock decides, the key's TTL only cleans up).
 _ACQUIRE = """
 local head = redis.call('GETRANGE', KEYS[1], 0, 19)
 if tonumber(string.match(head, '^(%d+);') or '0') ~= tonumber(ARGV[1]) then
   return 'conflict'
 end
+local memo = redis.call('GET', KEYS[3])
+if memo then
+  local payer, paid_at = string.match(memo, '^(.*)@(%d*)$')
+  if payer and payer ~= ARGV[3]
+     and tonumber(ARGV[4]) - (tonumber(paid_at) or 0) < tonumber(ARGV[5]) then
+    return 'duplicate'
+  end
+end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 'ok' end
 return 'held'
 """
+
+Acquired = Literal["ok", "held", "conflict", "duplicate"]
 
 
 class CheckoutStore:
@@ -39,23 +53,53 @@ class CheckoutStore:
         return self._keys.charge_hold(partition, session_id)
 
     async def acquire_hold(
-        self, session_id: str, expected_sequence: int, hold: ChargeHold
-    ) -> Literal["ok", "held", "conflict"]:
-        """Hold the session for one charge, if it is still the version the caller checked."""
-        partition = partition_of_session(session_id)
+        self,
+        record_id: str,
+        expected_sequence: int,
+        hold: ChargeHold,
+        *,
+        account_uid: str,
+        digest: str,
+        now_ms: int,
+        window_seconds: int,
+    ) -> Acquired:
+        """Hold the session for one charge, if it is still the version the caller checked
+        and no other session paid the same `digest` (customer, method, amount) within the
+        window: `duplicate` then. One step, so the check and the hold see the same state."""
+        partition = partition_of_session(record_id)
         assert partition is not None
         result = await self._acquire(
-            keys=[self._keys.session(partition, session_id), self._hold_key(session_id)],
-            args=[expected_sequence, _ENCODER.encode(hold)],
+            keys=[
+                self._keys.session(partition, record_id),
+                self._hold_key(record_id),
+                self._dup_key(account_uid, digest),
+            ],
+            args=[
+                expected_sequence,
+                _ENCODER.encode(hold),
+                record_id,
+                now_ms,
+                window_seconds * 1000,
+            ],
         )
         reply = result.decode()
-        if reply == "ok":
-            return "ok"
-        return "held" if reply == "held" else "conflict"
+        if reply in ("ok", "held", "duplicate"):
+            return cast(Acquired, reply)
+        return "conflict"
 
     async def get_hold(self, session_id: str) -> ChargeHold | None:
         raw = await self._redis.get(self._hold_key(session_id))
         return None if raw is None else _DECODER.decode(raw)
+
+    async def hold_and_settings(
+        self, session_id: str, account_uid: str
+    ) -> tuple[ChargeHold | None, AccountSettings]:
+        """The session's charge hold and its account's settings, in one round trip (one
+        MGET: both keys carry the account's partition tag, as the session does)."""
+        hold, settings = await self._redis.mget(
+            [self._hold_key(session_id), self._keys.account_settings(account_uid)]
+        )
+        return (None if hold is None else _DECODER.decode(hold)), decode_settings(settings)
 
     async def put_hold(self, session_id: str, hold: ChargeHold) -> None:
         await self._redis.set(self._hold_key(session_id), _ENCODER.encode(hold))
@@ -66,22 +110,11 @@ class CheckoutStore:
     def _dup_key(self, account_uid: str, digest: str) -> str:
         return self._keys.duplicate_guard(partition_of_account(account_uid), account_uid, digest)
 
-    async def recent_payer(
-        self, account_uid: str, digest: str, now_ms: int, window_seconds: int
-    ) -> str | None:
-        """The session that paid the same (customer, method, amount) within the window."""
-        raw = await self._redis.get(self._dup_key(account_uid, digest))
-        if raw is None:
-            return None
-        session_id, _, paid_at = raw.decode().partition("@")
-        # The clock decides (the TTL only cleans up), so the window follows the service's time.
-        return session_id if now_ms - int(paid_at or 0) < window_seconds * 1000 else None
-
     def payment_memo(
         self, account_uid: str, digest: str, session_id: str, now_ms: int, window_seconds: int
     ) -> StoredMemo:
         """The duplicate guard's record of a payment, written with the session's completion
-        (one atomic step: a paid session always has its memo; `recent_payer` reads it)."""
+        (one atomic step: a paid session always has its memo; `acquire_hold` checks it)."""
         return StoredMemo(
             key=self._dup_key(account_uid, digest),
             value=f"{session_id}@{now_ms}".encode(),

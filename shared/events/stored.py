@@ -7,6 +7,10 @@ was most of a session's memory. Every reader (`EventConsumer`, `StreamTail`, `Ac
 the trim loop, the CLI, webhooks through `EventConsumer`) goes through `stored_event_json` /
 `decode_stored_event`, so what consumers see is the JSON as written, byte for byte.
 
+Consumers that only route events (the fraud scorer, the webhook dispatcher) read the envelope's
+head (`EventHead`: type, ids, sequence) and keep the JSON as it is: msgspec skips the `data`
+object without building it, and a webhook's body is that JSON itself.
+
 Field `t` of an account's index entry is the event type's short code (`TYPE_CODES`), which
 a listpack keeps as a one-byte integer instead of the 22-30 byte name.
 """
@@ -14,6 +18,8 @@ a listpack keeps as a one-byte integer instead of the 22-30 byte name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import msgspec
 
 from shared.events.model import EVENT_DECODER, Event
 from shared.redis.compact import PresetDeflate
@@ -96,3 +102,23 @@ def decode_stored_event(stored: bytes) -> Event:
     it cannot be read)."""
     event: Event = EVENT_DECODER.decode(EVENT_CODEC.unpack(stored))
     return event
+
+
+class EventHead(msgspec.Struct, frozen=True, kw_only=True):
+    """An event's envelope without its data: what routing it needs."""
+
+    type: str
+    id: str
+    account_uid: str
+    session_id: str
+    sequence: int
+
+
+_HEAD_DECODER = msgspec.json.Decoder(EventHead)
+
+
+def read_stored_event(stored: bytes) -> tuple[EventHead, bytes]:
+    """The head and the JSON envelope of a stored entry's field `e` (msgspec.DecodeError /
+    ValidationError when it cannot be read). The JSON is checked whole; `data` is not built."""
+    raw = EVENT_CODEC.unpack(stored)
+    return _HEAD_DECODER.decode(raw), raw

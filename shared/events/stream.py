@@ -27,8 +27,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
-from shared.events.model import Event
-from shared.events.stored import decode_stored_event, stored_event_json, type_code
+from shared.events.model import EVENT_DECODER, Event
+from shared.events.stored import (
+    EventHead,
+    decode_stored_event,
+    read_stored_event,
+    stored_event_json,
+    type_code,
+)
 from shared.ids import partition_of_account, partition_of_session
 from shared.leases import PartitionLeases
 from shared.redis.keys import Keys, seg
@@ -67,13 +73,30 @@ return {redis.call('XPENDING', KEYS[1], ARGV[1])[1], out}
 """
 
 
-class StreamMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One event as a consumer group delivers it."""
+class StreamMessage:
+    """One event as a consumer group delivers it: its head and JSON as stored; the whole
+    event is decoded only if asked for (`event`), since routing needs the head alone."""
 
-    stream: str  # the partition stream key
-    entry_id: str
-    event: Event  # decoded with shared.events.stored.decode_stored_event
-    deliveries: int  # how many times this entry was delivered to this group (1 on first read)
+    __slots__ = ("_event", "deliveries", "entry_id", "head", "raw", "stream")
+
+    def __init__(
+        self, *, stream: str, entry_id: str, head: EventHead, raw: bytes, deliveries: int
+    ) -> None:
+        self.stream = stream  # the partition stream key
+        self.entry_id = entry_id
+        self.head = head
+        self.raw = raw  # the JSON envelope, byte for byte as written
+        # How many times this entry was delivered to this group (1 on first read).
+        self.deliveries = deliveries
+        self._event: Event | None = None
+
+    @property
+    def event(self) -> Event:
+        """The whole event (decoded on first use; msgspec.ValidationError if its data does
+        not fit the model)."""
+        if self._event is None:
+            self._event = EVENT_DECODER.decode(self.raw)
+        return self._event
 
 
 def _text(value: bytes | str) -> str:
@@ -285,7 +308,7 @@ class EventConsumer:
         """The delivered entry as a message; None when it cannot be decoded, after moving it
         to the dead letters (no retry can make it readable, and it must not block others)."""
         try:
-            event = decode_stored_event(fields[b"e"])
+            head, raw = read_stored_event(fields[b"e"])
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._dead_letter(partition, entry_id, fields, deliveries, "undecodable")
             log.error(
@@ -298,7 +321,11 @@ class EventConsumer:
             return None
         self._outstanding.setdefault(partition, set()).add(entry_id)
         return StreamMessage(
-            stream=self._streams[partition], entry_id=entry_id, event=event, deliveries=deliveries
+            stream=self._streams[partition],
+            entry_id=entry_id,
+            head=head,
+            raw=raw,
+            deliveries=deliveries,
         )
 
     async def _dead_letter(

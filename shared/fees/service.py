@@ -12,7 +12,7 @@ import structlog
 from shared.accounts.service import AccountService
 from shared.clock import Clock
 from shared.errors import AlreadyConfirmed, SessionExpired, ValidationFailed
-from shared.fees.model import QUOTE_PREFIX, FeeQuote, quote_expiry, quote_problem
+from shared.fees.model import QUOTE_PREFIX, FeeQuote, FeeSchedule, quote_expiry, quote_problem
 from shared.fees.store import FeeQuoteStore
 from shared.ids import random_base62
 from shared.sessions.model import PaymentMethodType, SessionRecord, effective_status
@@ -69,11 +69,13 @@ class FeeService:
         )
         return quote
 
-    async def fee_for(self, record: SessionRecord, quote_id: str | None, method: str) -> int:
-        """The fee confirm adds to the amount: a valid quote's, or 0 where the account charges
-        nothing for the method and no quote was given; ValidationFailed (400) otherwise."""
+    async def fee_for(
+        self, record: SessionRecord, quote_id: str | None, method: str, schedule: FeeSchedule
+    ) -> int:
+        """The fee confirm adds to the amount: a valid quote's, or 0 where the account's
+        `schedule` charges nothing for the method and no quote was given; ValidationFailed
+        (400) otherwise."""
         if quote_id is None:
-            schedule = (await self._accounts.settings(record.account_uid)).fees
             if schedule.for_method(method).fee_for(record.amount) == 0:
                 return 0
             raise ValidationFailed(

@@ -12,7 +12,7 @@ import structlog
 from shared.clock import Clock
 from shared.crypto import DataCipher
 from shared.errors import NotFound, SemanticValidationFailed, ValidationFailed
-from shared.events.model import EVENT_ENCODER, Event
+from shared.events.stored import EventHead
 from shared.jobs import JobQueue
 from shared.webhooks.model import (
     MAX_ENDPOINTS_PER_ACCOUNT,
@@ -262,26 +262,25 @@ class WebhookDispatcher:
         self._clock = clock
         self._schedule = schedule
 
-    async def dispatch(self, items: Sequence[tuple[str, Event]]) -> int:
-        """Make the deliveries of `(stream entry id, event)` pairs and queue their first
-        attempts; returns how many were queued. Safe to call again with the same events."""
-        endpoints = await self._store.endpoints_of(event.account_uid for _, event in items)
+    async def dispatch(self, items: Sequence[tuple[str, EventHead, bytes]]) -> int:
+        """Make the deliveries of `(stream entry id, event head, JSON envelope)` triples and
+        queue their first attempts; returns how many were queued. Safe to call again with the
+        same events. A delivery's body is the envelope as stored, byte for byte."""
+        endpoints = await self._store.endpoints_of(head.account_uid for _, head, _ in items)
         now = self._clock.now_ms()
         planned: list[tuple[DeliveryRecord, bytes]] = []
-        for entry_id, event in items:
-            body: bytes | None = None
-            for stored in endpoints[event.account_uid]:
-                if not subscribes(stored.record, event.type):
+        for entry_id, head, body in items:
+            for stored in endpoints[head.account_uid]:
+                if not subscribes(stored.record, head.type):
                     continue
                 if not stream_id_after(entry_id, stored.after):
                     continue  # the event is older than the endpoint
-                body = body or EVENT_ENCODER.encode(event)
                 record = new_delivery(
-                    account_uid=event.account_uid,
+                    account_uid=head.account_uid,
                     endpoint_id=stored.record.id,
-                    event_id=event.id,
-                    event_type=event.type,
-                    session_id=event.session_id,
+                    event_id=head.id,
+                    event_type=head.type,
+                    session_id=head.session_id,
                     now_ms=now,
                     schedule=self._schedule,
                 )

@@ -265,7 +265,11 @@ async def test_risk_decides_before_any_charge(
 
 
 async def test_duplicate_payment_and_saved_methods(
-    client: Client, admin_headers: dict[str, str], clock: ManualClock
+    client: Client,
+    admin_headers: dict[str, str],
+    clock: ManualClock,
+    redis: Redis,
+    settings: Settings,
 ) -> None:
     first, browser = await open_session(
         client, admin_headers, clock, customer_id="cust_dup", setup_future_usage="on_session"
@@ -274,9 +278,25 @@ async def test_duplicate_payment_and_saved_methods(
         await client.post(f"{URL}/{first}/confirm", json=card(), headers=browser)
     ).status_code == 200
     second, browser2 = await open_session(client, admin_headers, clock, customer_id="cust_dup")
+    before = await charges(redis, settings)
     r = await client.post(f"{URL}/{second}/confirm", json=card(), headers=browser2)
     assert r.status_code == 409
     assert r.json()["code"] == "duplicate_payment"
+    # Refused in the step that would have held it: no hold left behind, nothing charged.
+    hold = Keys(settings.key_prefix).charge_hold(partition_of_account(ACCOUNT), second)
+    assert await redis.exists(hold) == 0
+    assert await charges(redis, settings) == before
+    # The same card for another amount is no duplicate.
+    third_amount, browser_t = await open_session(
+        client,
+        admin_headers,
+        clock,
+        customer_id="cust_dup",
+        amount=500,
+        line_items=[{"description": "Other", "amount": 500, "quantity": 1}],
+    )
+    r = await client.post(f"{URL}/{third_amount}/confirm", json=card(), headers=browser_t)
+    assert r.status_code == 200, r.text
     config = (await client.get(f"{URL}/{second}/config", headers=browser2)).json()
     [saved] = config["saved_methods"]
     assert saved["last4"] == "4242"

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from services.api.app import create_app
 from shared.clock import ManualClock, SystemClock
 from shared.config import Settings
-from shared.events.stored import decode_stored_event, stored_event_json
+from shared.events.stored import decode_stored_event, read_stored_event, stored_event_json
 from shared.ids import partition_of_account
 from shared.jobs import JobQueue, webhook_job_id
 from shared.redis.keys import Keys
@@ -457,7 +457,7 @@ async def test_dispatching_the_same_events_again_makes_nothing_twice(
         await merchant.session()
     keys = Keys(settings.key_prefix)
     entries = await redis.xrange(keys.events(partition_of_account(ACCOUNT)))
-    items = [(raw_id.decode(), decode_stored_event(fields[b"e"])) for raw_id, fields in entries]
+    items = [(raw_id.decode(), *read_stored_event(fields[b"e"])) for raw_id, fields in entries]
     store = WebhookStore(redis, keys)
     dispatcher = WebhookDispatcher(
         store, JobQueue(arq_client(redis), keys), SystemClock(), parse_retry_schedule("1")
@@ -547,7 +547,7 @@ async def test_the_sweep_recovers_an_attempt_whose_job_was_lost(
     keys = Keys(settings.key_prefix)
     stream = keys.events(partition_of_account(ACCOUNT))
     entries = await redis.xrange(stream)
-    items = [(raw_id.decode(), decode_stored_event(fields[b"e"])) for raw_id, fields in entries]
+    items = [(raw_id.decode(), *read_stored_event(fields[b"e"])) for raw_id, fields in entries]
     # Dispatched (and acknowledged) two minutes ago, then the attempt's job was lost, as a
     # crash between recording an attempt and queueing the next would lose it.
     await redis.xgroup_create(stream, "webhooks", id="$", mkstream=True)

@@ -62,4 +62,9 @@ class AccountSettingsController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
-        return to_view(account, await app_services(request).accounts.update_settings(account, data))
+        services = app_services(request)
+        updated = await services.accounts.update_settings(account, data)
+        # A change made through this process applies to its origin cache at once (others
+        # within HS_ORIGIN_CACHE_SECONDS).
+        services.origin_cache.forget(account)
+        return to_view(account, updated)
