@@ -7,11 +7,13 @@ Payloads are ids and builtins, serialized with msgspec msgpack, never pickle.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
-from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job as arq_serialize_job
+from redis.asyncio import Redis
 
 from shared.redis.keys import Keys
 
@@ -32,6 +34,18 @@ WEBHOOK_JOB_GRACE = timedelta(days=7)
 
 _ENCODER = msgspec.msgpack.Encoder()
 
+# arq's `enqueue_job` in one step (it takes three round trips on a pooled connection: WATCH,
+# EXISTS, then MULTI/EXEC): nothing when the job or its result exists, else the job key with
+# its expiry and the queue entry, the keys and payload arq's workers read. arq's queues
+# already need a single primary, so several keys in one script are fine here.
+# KEYS: job, result, queue. ARGV: payload, expiry ms, job id, score (due time, ms).
+_ENQUEUE_ONCE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+return 1
+"""
+
 
 def serialize_job(obj: dict[str, Any]) -> bytes:
     return _ENCODER.encode(obj)
@@ -50,24 +64,31 @@ def webhook_job_id(prefix: str, delivery_id: str, attempt: int) -> str:
 class JobQueue:
     """Enqueues the arq jobs of webhook deliveries (one per attempt)."""
 
-    def __init__(self, arq: ArqRedis, keys: Keys) -> None:
-        self._arq = arq
+    def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
+        self._queue = keys.arq_queue(WEBHOOK_QUEUE)
+        self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
 
     async def enqueue_webhook_attempt(
         self, account_uid: str, endpoint_id: str, delivery_id: str, attempt: int, due_ms: int
     ) -> bool:
-        """Queue attempt `attempt` of a delivery for `due_ms`; False when it is already queued."""
-        wait_s = max(0.0, due_ms / 1000 - time.time())
-        job = await self._arq.enqueue_job(
+        """Queue attempt `attempt` of a delivery for `due_ms`; False when it is already queued
+        (or has run: arq keeps its result). What `enqueue_job` with `_defer_until` and
+        `_expires` would store, in one script call."""
+        job_id = webhook_job_id(self._keys.prefix, delivery_id, attempt)
+        now_ms = int(time.time() * 1000)
+        # arq drops a job this long after it was queued: its wait plus the grace.
+        expires_ms = max(0, due_ms - now_ms) + int(WEBHOOK_JOB_GRACE / timedelta(milliseconds=1))
+        payload = arq_serialize_job(
             TASK_DELIVER_WEBHOOK,
-            account_uid,
-            endpoint_id,
-            delivery_id,
-            attempt,
-            _job_id=webhook_job_id(self._keys.prefix, delivery_id, attempt),
-            _queue_name=self._keys.arq_queue(WEBHOOK_QUEUE),
-            _defer_until=datetime.fromtimestamp(due_ms / 1000, tz=UTC),
-            _expires=timedelta(seconds=wait_s) + WEBHOOK_JOB_GRACE,
+            (account_uid, endpoint_id, delivery_id, attempt),
+            {},
+            None,
+            now_ms,
+            serializer=serialize_job,
         )
-        return job is not None
+        queued = await self._enqueue_once(
+            keys=[job_key_prefix + job_id, result_key_prefix + job_id, self._queue],
+            args=[payload, expires_ms, job_id, due_ms],
+        )
+        return bool(queued)

@@ -29,7 +29,6 @@ from shared.webhooks.model import parse_retry_schedule
 from shared.webhooks.service import WebhookDispatcher
 from shared.webhooks.ssrf import private_allowed
 from shared.webhooks.store import WebhookStore
-from shared.wiring import arq_client
 from workers.context import Loop, QueueSpec, WorkerContext, app_of
 from workers.logctx import bind_job
 from workers.metrics import WEBHOOK_ATTEMPTS
@@ -86,7 +85,7 @@ def build_runtime(app: WorkerContext) -> WebhookRuntime:
     """Wire the webhook runtime of a worker process (nothing connects until first use)."""
     settings = app.settings
     store = WebhookStore(app.redis, app.keys)
-    jobs = JobQueue(arq_client(app.redis), app.keys)
+    jobs = JobQueue(app.redis, app.keys)
     schedule = parse_retry_schedule(settings.webhook_retry_schedule)
     timeout_s = min(settings.webhook_timeout_seconds, _HTTP_TIMEOUT_CAP_SECONDS)
     if timeout_s < settings.webhook_timeout_seconds:

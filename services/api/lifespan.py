@@ -28,7 +28,7 @@ from shared.wallet.store import WalletStore
 from shared.webhooks.service import WebhookService
 from shared.webhooks.ssrf import private_allowed
 from shared.webhooks.store import WebhookStore
-from shared.wiring import arq_client, build_domain
+from shared.wiring import build_domain
 
 
 @dataclass(slots=True)
@@ -112,7 +112,7 @@ def build_services(settings: Settings, clock: Clock) -> AppServices:
         fees=domain.fees,
         webhooks=WebhookService(
             WebhookStore(redis, domain.keys),
-            JobQueue(arq_client(redis), domain.keys),
+            JobQueue(redis, domain.keys),
             domain.cipher,
             clock,
             require_https=settings.env == "production",

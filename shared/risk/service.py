@@ -71,24 +71,23 @@ class RiskService:
 
     async def score_many(self, session_ids: Sequence[str]) -> list[ScoreOutcome]:
         """Score ONE partition's sessions together, in the order given (creation order counts
-        velocity as if one by one): one round trip each for the records, their signals, the
-        velocity of all and the decisions of all with their events."""
+        velocity as if one by one): one round trip each for the records with their signals,
+        the velocity of all and the decisions of all with their events."""
         ids = list(session_ids)
-        records = await self._sessions.load_many(ids)
+        loaded = await self._sessions.load_many_with_blobs(ids)
         outcomes: list[ScoreOutcome] = [ScoreOutcome(written=False)] * len(ids)
         todo: list[tuple[int, SessionRecord]] = []
-        for i, record in enumerate(records):
+        signals: list[FraudSignals | None] = []
+        for i, found in enumerate(loaded):
+            record = None if found is None else found[0]
             skipped = _skip_reason(record)
-            if skipped is not None or record is None:
+            if skipped is not None or found is None:
                 outcomes[i] = ScoreOutcome(written=False, skipped=skipped or "unknown")
             else:
-                todo.append((i, record))
+                todo.append((i, found[0]))
+                signals.append(self._sessions.open_fraud_signals(found[0].id, found[1]))
         if not todo:
             return outcomes
-        with_signals = [record.id for _, record in todo if record.has_fraud_signals]
-        found = await self._sessions.load_fraud_signals_many(with_signals) if with_signals else []
-        by_id = dict(zip(with_signals, found, strict=True))
-        signals = [by_id.get(record.id) for _, record in todo]
         observed = await self._store.observe_many(
             [
                 self._velocity_call(record, sig)

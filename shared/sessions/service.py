@@ -548,13 +548,17 @@ class SessionService:
         blob = await self._store.load_fraud_blob(session_id)
         return self._decrypt_fraud_signals(session_id, blob)
 
-    async def load_fraud_signals_many(self, session_ids: list[str]) -> list[FraudSignals | None]:
-        """`load_fraud_signals` for ONE partition's sessions, in the order of the ids."""
-        blobs = await self._store.load_fraud_blobs(session_ids)
-        return [
-            self._decrypt_fraud_signals(session_id, blob)
-            for session_id, blob in zip(session_ids, blobs, strict=True)
-        ]
+    async def load_many_with_blobs(
+        self, session_ids: list[str]
+    ) -> list[tuple[SessionRecord, bytes | None] | None]:
+        """Records of ONE partition's sessions with their encrypted signals (open them with
+        `open_fraud_signals`), in the order of the ids (None where unknown): one MGET."""
+        return await self._store.load_many_with_blobs(session_ids)
+
+    def open_fraud_signals(self, session_id: str, blob: bytes | None) -> FraudSignals | None:
+        """The decrypted signals of a blob from `load_many_with_blobs` (PII: for the risk
+        rules only; never returned or logged)."""
+        return self._decrypt_fraud_signals(session_id, blob)
 
     def _decrypt_fraud_signals(self, session_id: str, blob: bytes | None) -> FraudSignals | None:
         if not blob:

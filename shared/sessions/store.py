@@ -225,13 +225,23 @@ class SessionStore:
             return None
         return _fraud_blob(await self._redis.get(key))
 
-    async def load_fraud_blobs(self, session_ids: list[str]) -> list[bytes | None]:
-        """`load_fraud_blob` for ONE partition's sessions, in the order of the ids: one MGET."""
+    async def load_many_with_blobs(
+        self, session_ids: list[str]
+    ) -> list[tuple[SessionRecord, bytes | None] | None]:
+        """`load_many` with each session's encrypted signals (None when stored without any),
+        from the same MGET: what scoring reads."""
         if not session_ids:
             return []
         keys = [self._session_key(session_id) or "" for session_id in session_ids]
         values: list[bytes | None] = await self._redis.mget(keys)
-        return [_fraud_blob(value) for value in values]
+        out: list[tuple[SessionRecord, bytes | None] | None] = []
+        for value in values:
+            if value is None:
+                out.append(None)
+                continue
+            _, _, blob, doc = session_parts(value)
+            out.append((decode_record(doc), blob or None))
+        return out
 
     async def write(self, change: SessionWrite) -> WriteOutcome:
         """Apply one change and append its event in one atomic step (Lua)."""

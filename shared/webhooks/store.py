@@ -91,6 +91,14 @@ if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5])) end
 return 1
 """
 
+# What an attempt reads: its delivery and its endpoint (same partition tag), in one call on
+# the shared connection instead of a pipeline on a pooled one.
+# KEYS: 1 delivery hash, 2 endpoint hash
+_LOAD_ATTEMPT = """
+return {redis.call('HMGET', KEYS[1], 'doc', 'v', 'body'),
+        redis.call('HMGET', KEYS[2], 'doc', 'v', 'sk', 'after')}
+"""
+
 
 class StoredEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     record: EndpointRecord
@@ -125,6 +133,7 @@ class WebhookStore:
         self._delete_endpoint = redis.register_script(_DELETE_ENDPOINT)
         self._create_delivery = redis.register_script(_CREATE_DELIVERY)
         self._replace_delivery = redis.register_script(_REPLACE_DELIVERY)
+        self._load_attempt = redis.register_script(_LOAD_ATTEMPT)
 
     # --- endpoints -----------------------------------------------------------------------
 
@@ -247,10 +256,12 @@ class WebhookStore:
     ) -> tuple[StoredDelivery | None, StoredEndpoint | None]:
         """A delivery and its endpoint in one round trip (what an attempt needs)."""
         k = self._keys
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(k.webhook_delivery(account_uid, delivery_id), ["doc", "v", "body"])
-        pipe.hmget(k.webhook_endpoint(account_uid, endpoint_id), ["doc", "v", "sk", "after"])
-        delivery_values, endpoint_values = await pipe.execute()
+        delivery_values, endpoint_values = await self._load_attempt(
+            keys=[
+                k.webhook_delivery(account_uid, delivery_id),
+                k.webhook_endpoint(account_uid, endpoint_id),
+            ]
+        )
         return self._delivery(delivery_values), self._endpoint(endpoint_values)
 
     @staticmethod

@@ -25,6 +25,7 @@ from shared.events.stored import decode_stored_event, read_stored_event, stored_
 from shared.ids import partition_of_account
 from shared.jobs import JobQueue, webhook_job_id
 from shared.redis.keys import Keys
+from shared.webhooks.delivery import USER_AGENT
 from shared.webhooks.model import (
     AttemptOutcome,
     after_attempt,
@@ -34,7 +35,6 @@ from shared.webhooks.model import (
 )
 from shared.webhooks.service import WebhookDispatcher
 from shared.webhooks.store import WebhookStore
-from shared.wiring import arq_client
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT, eventually, seed_body
 from workers.main import run_workers
@@ -337,6 +337,9 @@ async def test_events_reach_subscribed_endpoints_signed_and_exact(
         assert request.webhook_id == request.event_id()
         assert request.body == bodies[request.webhook_id]  # the stored envelope, byte for byte
         assert request.headers["content-type"] == "application/json"
+        assert request.headers["user-agent"] == USER_AGENT
+        assert request.headers["host"] == receiver.url.split("/")[2]
+        assert "cookie" not in request.headers
         assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 30
         assert merchant_verifies(everything["secret"], request.headers, request.body)
         assert not merchant_verifies(late["secret"], request.headers, request.body)
@@ -460,7 +463,7 @@ async def test_dispatching_the_same_events_again_makes_nothing_twice(
     items = [(raw_id.decode(), *read_stored_event(fields[b"e"])) for raw_id, fields in entries]
     store = WebhookStore(redis, keys)
     dispatcher = WebhookDispatcher(
-        store, JobQueue(arq_client(redis), keys), SystemClock(), parse_retry_schedule("1")
+        store, JobQueue(redis, keys), SystemClock(), parse_retry_schedule("1")
     )
     # A dispatcher that crashed before acking reads the same events again.
     assert await dispatcher.dispatch(items) == 3
@@ -552,9 +555,7 @@ async def test_the_sweep_recovers_an_attempt_whose_job_was_lost(
     # crash between recording an attempt and queueing the next would lose it.
     await redis.xgroup_create(stream, "webhooks", id="$", mkstream=True)
     past = ManualClock(start_ms=time.time_ns() // 1_000_000 - 120_000)
-    dispatcher = WebhookDispatcher(
-        WebhookStore(redis, keys), JobQueue(arq_client(redis), keys), past, (1.0,)
-    )
+    dispatcher = WebhookDispatcher(WebhookStore(redis, keys), JobQueue(redis, keys), past, (1.0,))
     assert await dispatcher.dispatch(items) == 1
     [delivery] = await merchant.deliveries(endpoint["id"])
     job_id = webhook_job_id(settings.key_prefix, delivery["id"], 1)
