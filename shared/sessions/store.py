@@ -7,7 +7,8 @@ A session is one STRING (docs/architecture.md, "Redis key layout"):
 `seq` is the sequence of its last event (the version compare-and-set writes check), `sh` the
 client secret's keyed hash (32 raw bytes), `fs` the AES-GCM encrypted fraud signals (empty
 when none), `doc` the msgpack `SessionRecord` compressed with a preset dictionary
-(`shared.redis.compact`). One string rather than a hash of those four: a hash holding any
+(`shared.redis.compact`; a create stores it uncompressed, and the fraud scorer's rewrite
+moments later compresses it). One string rather than a hash of those four: a hash holding any
 value over 64 bytes is a hashtable, ~1.4 KB for the seed's session; the string is ~300 bytes
 (~410 in Redis with its key). Every write goes through write_session.lua.
 """
@@ -105,9 +106,11 @@ def session_parts(value: bytes) -> tuple[int, bytes, bytes, bytes]:
     return int(seq), rest[:fs_at], rest[fs_at:doc_at], rest[doc_at:]
 
 
-def encode_record(record: SessionRecord) -> bytes:
-    """The stored `doc` of a record (msgpack, compressed)."""
-    return _RECORD_CODEC.pack(_RECORD_ENCODER.encode(record))
+def encode_record(record: SessionRecord, *, compress: bool = True) -> bytes:
+    """The stored `doc` of a record (msgpack, compressed unless `compress` is False: readers
+    take either form, compact.py)."""
+    raw = _RECORD_ENCODER.encode(record)
+    return _RECORD_CODEC.pack(raw) if compress else raw
 
 
 def decode_record(doc: bytes) -> SessionRecord:
@@ -291,7 +294,10 @@ class SessionStore:
         )
         call.args += [
             meta,
-            encode_record(record),
+            # A created session's record is stored as it is: the fraud scorer rewrites it
+            # (compressed, with its risk) within a moment, so compressing it here would be
+            # work thrown away on the request path. Every later change stores it compressed.
+            encode_record(record, compress=not create),
             pack_event(change.event_json),
             index_member(record),
         ]

@@ -27,6 +27,7 @@ from shared.risk.store import RiskStore, VelocityCall, VelocitySubject
 from shared.sessions.model import Risk
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
+from shared.sessions.store import session_parts
 from shared.wiring import build_session_service
 from tests.support import ACCOUNT, seed_body
 
@@ -197,3 +198,35 @@ async def test_velocity_of_a_batch_counts_as_one_by_one(
     no_subjects = VelocityCall(account_uid=ACCOUNT, session_id="s9", created_at_ms=T0, subjects=[])
     assert (await store.observe_many([no_subjects]))[0].counts == {}
     assert await store.observe_many([]) == []
+
+
+async def test_scoring_compacts_the_record_a_create_stored_raw(
+    sessions: SessionService,
+    risk: RiskService,
+    app_redis: Redis,
+    clock: ManualClock,
+    settings: Settings,
+) -> None:
+    session_id = await create(sessions, clock, signals(clock))
+    key = Keys(settings.key_prefix).session(partition_of_account(ACCOUNT), session_id)
+
+    def doc_of(value: bytes) -> bytes:
+        return session_parts(value)[3]
+
+    created = await app_redis.get(key)
+    assert created is not None
+    before = await sessions.load(session_id)
+    # Stored as msgpack (a map), not through the codec: the scorer rewrites it moments later.
+    assert doc_of(created)[0] in (*range(0x80, 0x90), 0xDE, 0xDF)
+
+    [outcome] = await risk.score_many([session_id])
+    assert outcome.written
+    scored = await app_redis.get(key)
+    assert scored is not None
+    assert doc_of(scored)[:1] == b"\x02"  # the record codec's marker (shared/sessions/store.py)
+    assert len(doc_of(scored)) < len(doc_of(created))
+    after = await sessions.load(session_id)
+    assert before is not None
+    assert after is not None
+    unchanged = {"risk": before.risk, "sequence": before.sequence}
+    assert msgspec.structs.replace(after, updated_at_ms=before.updated_at_ms, **unchanged) == before
