@@ -20,7 +20,11 @@ class ConfirmRisk:
         self._sessions = sessions
         self._clock = clock
 
-    async def decide(self, record: SessionRecord, highest_risk_card: bool) -> RiskLevel:
+    async def decide(
+        self, record: SessionRecord, highest_risk_card: bool, fraud_blob: bytes | None = None
+    ) -> RiskLevel:
+        """`fraud_blob`: the session's encrypted signals if the caller read them with the
+        record (they never change after create); else they are read here."""
         if highest_risk_card:
             return "highest"
         level = record.risk.level
@@ -34,13 +38,18 @@ class ConfirmRisk:
                 if outcome.assessment is not None
                 else "elevated"  # no decision could be made: ask for the challenge
             )
-        return max(level, await self._timing_level(record), key=_ORDER.__getitem__)
+        timing = await self._timing_level(record, fraud_blob)
+        return max(level, timing, key=_ORDER.__getitem__)
 
-    async def _timing_level(self, record: SessionRecord) -> RiskLevel:
+    async def _timing_level(self, record: SessionRecord, fraud_blob: bytes | None) -> RiskLevel:
         """API-9: the form-load time against the server's clock at confirm."""
         if not record.has_fraud_signals:
             return "normal"
-        signals = await self._sessions.load_fraud_signals(record.id)
+        signals = (
+            self._sessions.open_fraud_signals(record.id, fraud_blob)
+            if fraud_blob is not None
+            else await self._sessions.load_fraud_signals(record.id)
+        )
         loaded_at = signals.request_timestamp if signals is not None else None
         if loaded_at is None:
             return "normal"

@@ -81,8 +81,11 @@ HIGHEST_RISK_TEST_CARD = "4100000000000019"
 
 
 class RiskDecider(Protocol):
-    async def decide(self, record: SessionRecord, highest_risk_card: bool) -> str:
-        """The risk level confirm acts on: `normal`, `elevated` or `highest`."""
+    async def decide(
+        self, record: SessionRecord, highest_risk_card: bool, fraud_blob: bytes | None = None
+    ) -> str:
+        """The risk level confirm acts on: `normal`, `elevated` or `highest`. `fraud_blob`:
+        the session's encrypted signals if the caller read them already (else read here)."""
         ...
 
 
@@ -134,10 +137,17 @@ class CheckoutService:
         return guarded
 
     async def confirm(
-        self, record: SessionRecord, params: ConfirmParams, *, client_ip: str | None = None
+        self,
+        record: SessionRecord,
+        params: ConfirmParams,
+        *,
+        client_ip: str | None = None,
+        fraud_blob: bytes | None = None,
     ) -> ConfirmResult:
         """Charge the session once; raises the error whose code the browser should show.
-        `client_ip` is what the card-testing guard counts declines by (with the card)."""
+        `client_ip` is what the card-testing guard counts declines by (with the card);
+        `fraud_blob` the session's encrypted signals as the caller read them with the record
+        (written once, at create), which spares the risk check a read."""
         for _ in range(_MAX_ATTEMPTS):
             self._require_payable(record)
             # The fee needs the account's settings: read with the hold, one round trip.
@@ -155,7 +165,9 @@ class CheckoutService:
                 # Before risk, the SMS challenge and the charge: a card or device that keeps
                 # failing across sessions stops here (the per-session cap cannot see that).
                 await self._card_testing.check(record.account_uid, method.fingerprint, client_ip)
-            level = await self._risk.decide(record, method.fingerprint == self._highest_fp())
+            level = await self._risk.decide(
+                record, method.fingerprint == self._highest_fp(), fraud_blob
+            )
             if level == "highest":
                 raise FraudDeclined("The payment was declined")
             if level == "elevated" and not record.challenge_passed:

@@ -114,6 +114,22 @@ _OUTCOMES_LONGEST_FIRST: tuple[Outcome, ...] = (
 )
 
 
+# The simulator's charge, one step as a processor's API call is one request: the ledger's
+# first outcome for the key if there is one, else this one recorded (and, for a charge made,
+# its id appended to the list tests count double charges with).
+# The simulator's keys carry no partition tag: a dev/test seam on the one server.
+# KEYS: 1 ledger entry, 2 charges list. ARGV: 1 outcome (msgpack), 2 charge id ('' = none),
+# 3 ledger TTL s. Returns {1, this outcome} when recorded, {0, the first} when the key had one.
+_CHARGE = """
+local first = redis.call('GET', KEYS[1])
+if first then return {0, first} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+return {1, ARGV[1]}
+"""
+_LEDGER_TTL_SECONDS = 7 * 86_400
+
+
 class SimulatedProcessor:
     """Keeps its ledger in Redis (as a real processor keeps its own), so a repeated key finds
     the first outcome even across our crashes and replicas."""
@@ -122,6 +138,7 @@ class SimulatedProcessor:
         self._redis = redis
         self._prefix = prefix
         self._slow = slow_seconds
+        self._charge = redis.register_script(_CHARGE)
 
     def _ledger_key(self, idempotency_key: str) -> str:
         return f"{self._prefix}:sim:charge:{idempotency_key}"
@@ -131,24 +148,26 @@ class SimulatedProcessor:
         return f"{self._prefix}:sim:charges"
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        key = self._ledger_key(request.idempotency_key)
-        first = await self._redis.get(key)
-        if first is not None:
-            return _LEDGER.decode(first)
         outcome = outcome_of_token(request.token)
         if outcome == "slow":
+            # A key seen before answers at once; a new one takes its time.
+            first = await self.retrieve(request.idempotency_key)
+            if first is not None:
+                return first
             await asyncio.sleep(self._slow)
         if outcome in _FAILURES:
             code, message = _FAILURES[outcome]
             result = ChargeOutcome(status="failed", code=code, message=message)
         else:
             result = ChargeOutcome(status="succeeded", charge_id="ch_" + random_base62(20))
-        # SET NX: of two concurrent first calls with one key, one outcome wins.
-        if await self._redis.set(key, msgspec.msgpack.encode(result), nx=True, ex=7 * 86_400):
-            if result.charge_id:
-                await self._redis.rpush(self.charges_key(), result.charge_id)  # type: ignore[misc]  # redis-py async stubs
-        else:
-            result = _LEDGER.decode(await self._redis.get(key))
+        # A key seen before answers its first outcome (two concurrent first calls with one
+        # key: one outcome wins, one charge is made).
+        recorded, stands = await self._charge(
+            keys=[self._ledger_key(request.idempotency_key), self.charges_key()],
+            args=[msgspec.msgpack.encode(result), result.charge_id or "", _LEDGER_TTL_SECONDS],
+        )
+        if not recorded:
+            return _LEDGER.decode(stands)
         if outcome == "network_error":
             # Charged, but the answer never arrives: only a retry with the key learns it.
             raise ProcessorTimeout("the processor did not answer in time")

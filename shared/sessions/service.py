@@ -72,6 +72,7 @@ from shared.sessions.store import (
     SessionStore,
     SessionWrite,
     StoredMemo,
+    StoredSession,
     WriteOutcome,
     index_member,
 )
@@ -221,8 +222,9 @@ class SessionService:
 
     # --- browser credential ---------------------------------------------------------------
 
-    async def authenticate_secret(self, session_id: str, secret: str) -> SessionRecord:
-        """The session a client secret opens: only its own, compared in constant time.
+    async def authenticate_secret(self, session_id: str, secret: str) -> StoredSession:
+        """The session a client secret opens (record and encrypted signals, for confirm's
+        timing check): only its own, compared in constant time.
 
         Unknown session, another session's secret and a wrong secret all answer the same 401;
         the secret of an expired session answers 410 (the seed's `session_expired`)."""
@@ -236,7 +238,7 @@ class SessionService:
             raise NotAuthenticated("Invalid client secret for this session")
         if effective_status(stored.record, self._clock.now_ms()) == "expired":
             raise SessionExpired("This checkout session has expired")
-        return stored.record
+        return stored
 
     # --- read -------------------------------------------------------------------------
 
@@ -546,7 +548,7 @@ class SessionService:
     async def load_fraud_signals(self, session_id: str) -> FraudSignals | None:
         """The decrypted signals (PII: for the risk rules only; never returned or logged)."""
         blob = await self._store.load_fraud_blob(session_id)
-        return self._decrypt_fraud_signals(session_id, blob)
+        return self.open_fraud_signals(session_id, blob)
 
     async def load_many_with_blobs(
         self, session_ids: list[str]
@@ -556,11 +558,8 @@ class SessionService:
         return await self._store.load_many_with_blobs(session_ids)
 
     def open_fraud_signals(self, session_id: str, blob: bytes | None) -> FraudSignals | None:
-        """The decrypted signals of a blob from `load_many_with_blobs` (PII: for the risk
-        rules only; never returned or logged)."""
-        return self._decrypt_fraud_signals(session_id, blob)
-
-    def _decrypt_fraud_signals(self, session_id: str, blob: bytes | None) -> FraudSignals | None:
+        """The decrypted signals of a session's stored blob (PII: for the risk rules only;
+        never returned or logged)."""
         if not blob:
             return None
         plain = self._cipher.decrypt(blob, _fraud_context(session_id))

@@ -118,10 +118,6 @@ def decode_record(doc: bytes) -> SessionRecord:
     return _RECORD_DECODER.decode(_RECORD_CODEC.unpack(doc))
 
 
-def _record(value: bytes) -> SessionRecord:
-    return decode_record(session_parts(value)[3])
-
-
 def _fraud_blob(value: bytes | None) -> bytes | None:
     return (session_parts(value)[2] or None) if value is not None else None
 
@@ -129,6 +125,7 @@ def _fraud_blob(value: bytes | None) -> bytes | None:
 class StoredSession(msgspec.Struct, frozen=True, kw_only=True):
     record: SessionRecord
     secret_hash: str  # hex, as DataCipher.secret_hash makes it
+    fraud_blob: bytes | None = None  # the encrypted signals (None: stored without any)
 
 
 class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,24 +199,24 @@ class SessionStore:
         return None if partition is None else self._keys.session(partition, session_id)
 
     async def load(self, session_id: str) -> StoredSession | None:
-        """The record and its secret's hash, in one round trip; None when unknown."""
+        """The record, its secret's hash and its encrypted signals, in one round trip; None
+        when unknown."""
         key = self._session_key(session_id)
         if key is None:
             return None
         value: bytes | None = await self._redis.get(key)
         if value is None:
             return None
-        _, secret_hash, _, doc = session_parts(value)
-        return StoredSession(record=decode_record(doc), secret_hash=secret_hash.hex())
+        _, secret_hash, blob, doc = session_parts(value)
+        return StoredSession(
+            record=decode_record(doc), secret_hash=secret_hash.hex(), fraud_blob=blob or None
+        )
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | None]:
         """Records of ONE partition's sessions (one slot) in the order of the ids (None where
         unknown): one MGET, one reply."""
-        if not session_ids:
-            return []
-        keys = [self._session_key(session_id) or "" for session_id in session_ids]
-        values: list[bytes | None] = await self._redis.mget(keys)
-        return [None if value is None else _record(value) for value in values]
+        loaded = await self.load_many_with_blobs(session_ids)
+        return [None if found is None else found[0] for found in loaded]
 
     async def load_fraud_blob(self, session_id: str) -> bytes | None:
         """The encrypted signals; None when unknown or stored without any."""

@@ -392,3 +392,27 @@ async def test_confirm_racing_expire_ends_in_one_terminal_state(
             if b"hosted_session.completed" in stored_event_json(f[b"e"])
         )
     assert await charges(redis, settings) == completed
+
+
+async def test_confirm_rechecks_the_form_load_time_against_its_own_clock(
+    client: Client,
+    admin_headers: dict[str, str],
+    clock: ManualClock,
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    # Loaded a minute before the create: a normal shopper when scored.
+    session_id, browser = await open_session(client, admin_headers, clock)
+    before = await charges(redis, settings)
+    # At confirm the service's clock puts that load 60 s in the future: forged, refused as
+    # a plain decline (the signals checked are the ones the guard read with the record).
+    clock.advance(-120)
+    r = await client.post(f"{URL}/{session_id}/confirm", json=card(), headers=browser)
+    assert r.status_code == 402, r.text
+    assert r.json()["code"] == "card_declined"
+    assert await charges(redis, settings) == before
+    # Back on time, the same session pays.
+    clock.advance(120)
+    r = await client.post(f"{URL}/{session_id}/confirm", json=card(), headers=browser)
+    assert r.status_code == 200, r.text
+    assert await charges(redis, settings) == before + 1

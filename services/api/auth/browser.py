@@ -66,7 +66,8 @@ async def require_client_secret(
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise NotAuthenticated("Authorization: Bearer <client_secret> is required")
-    record = await services.sessions.authenticate_secret(session_id, secret.strip())
+    stored = await services.sessions.authenticate_secret(session_id, secret.strip())
+    record = stored.record
     bind_log_context(session_id=session_id, account_uid=record.account_uid)
     if handler.opt.get("scope") == "payment" and record.scope != "payment":
         raise InsufficientScope("This credential's scope does not allow payments")
@@ -78,9 +79,18 @@ async def require_client_secret(
         if not allowed:
             raise OriginNotAllowed("Calls from this origin are not allowed for this checkout")
     # The scope's state dict itself: `connection.state` builds a State object per access.
-    connection.scope["state"]["session"] = record
+    state = connection.scope["state"]
+    state["session"] = record
+    # Read with the record (one string): confirm's timing check needs no second read.
+    state["fraud_blob"] = stored.fraud_blob
 
 
 def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionRecord:
     record: SessionRecord = connection.scope["state"]["session"]
     return record
+
+
+def fraud_blob_of(connection: ASGIConnection[Any, Any, Any, Any]) -> bytes | None:
+    """The authenticated session's encrypted fraud signals, as the guard read them."""
+    blob: bytes | None = connection.scope["state"].get("fraud_blob")
+    return blob

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Controller, Request
 from litestar.params import JSONBody
 
-from services.api.auth.browser import require_client_secret, session_of
+from services.api.auth.browser import fraud_blob_of, require_client_secret, session_of
 from services.api.body import strict_body
 from services.api.browser_policy import client_ip_of
 from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, ConfirmResult, to_config
@@ -62,5 +62,8 @@ class CheckoutController(Controller):
     async def confirm(self, request: AnyRequest, data: JSONBody[ConfirmParams]) -> ConfirmResult:
         params = data  # decoded strictly, once (services/api/body.py)
         return await app_services(request).checkout.confirm(
-            session_of(request), params, client_ip=client_ip_of(request)
+            session_of(request),
+            params,
+            client_ip=client_ip_of(request),
+            fraud_blob=fraud_blob_of(request),
         )
