@@ -54,7 +54,7 @@ class CheckoutStore:
 
     async def acquire_hold(
         self,
-        record_id: str,
+        session_id: str,
         expected_sequence: int,
         hold: ChargeHold,
         *,
@@ -66,18 +66,18 @@ class CheckoutStore:
         """Hold the session for one charge, if it is still the version the caller checked
         and no other session paid the same `digest` (customer, method, amount) within the
         window: `duplicate` then. One step, so the check and the hold see the same state."""
-        partition = partition_of_session(record_id)
+        partition = partition_of_session(session_id)
         assert partition is not None
         result = await self._acquire(
             keys=[
-                self._keys.session(partition, record_id),
-                self._hold_key(record_id),
+                self._keys.session(partition, session_id),
+                self._hold_key(session_id),
                 self._dup_key(account_uid, digest),
             ],
             args=[
                 expected_sequence,
                 _ENCODER.encode(hold),
-                record_id,
+                session_id,
                 now_ms,
                 window_seconds * 1000,
             ],
