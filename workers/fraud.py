@@ -39,9 +39,10 @@ _CREATED = str(SessionCreated.__struct_config__.tag)
 # well within CLAIM_IDLE_MS.
 BATCH = 200
 BLOCK_MS = 1_000
-# Between reads that were not full: at 2,000 creates/s a read then brings ~50 sessions to
+# Between reads that were not full: at 2,000 creates/s a read then brings ~200 sessions to
 # score in one batch instead of a few (a read and its batch cost the same handful of round
-# trips either way), for at most this much more time before a session's risk is decided.
+# trips either way), for at most this much more time before a session's risk is decided
+# (20 ms brought ~40: the worker's CPU per create 218 -> 192 us, docs/performance.md).
 LINGER_MS = 100
 # How long a dead worker's partitions (and the entries it had read) wait before another
 # worker takes them over; also the longest a read's batch may take.

@@ -79,13 +79,13 @@ class RiskService:
         todo: list[tuple[int, SessionRecord]] = []
         signals: list[FraudSignals | None] = []
         for i, found in enumerate(loaded):
-            record = None if found is None else found[0]
-            skipped = _skip_reason(record)
-            if skipped is not None or found is None:
+            skipped = _skip_reason(found[0] if found is not None else None)
+            if found is None or skipped is not None:
                 outcomes[i] = ScoreOutcome(written=False, skipped=skipped or "unknown")
-            else:
-                todo.append((i, found[0]))
-                signals.append(self._sessions.open_fraud_signals(found[0].id, found[1]))
+                continue
+            record, blob = found
+            todo.append((i, record))
+            signals.append(self._sessions.open_fraud_signals(record.id, blob))
         if not todo:
             return outcomes
         observed = await self._store.observe_many(
