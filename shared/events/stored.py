@@ -1,7 +1,7 @@
 """How an event is stored in the partition streams, and the one way to read it back.
 
 Field `e` of a stream entry holds the event's JSON envelope (exactly the bytes
-`EVENT_ENCODER` wrote), compressed with `shared.redis.compact.PresetDeflate` where that pays:
+`EVENT_ENCODER` wrote), compressed with `shared.redis.compact.PresetCodec` where that pays:
 a `created` event carries the whole session view and is kept for the retention period, so it
 was most of a session's memory. Every reader (`EventConsumer`, `StreamTail`, `AccountEvents`,
 the trim loop, the CLI, webhooks through `EventConsumer`) goes through `stored_event_json` /
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import msgspec
 
 from shared.events.model import EVENT_DECODER, Event
-from shared.redis.compact import PresetDeflate
+from shared.redis.compact import PresetCodec
 
 # Frozen: stored events are read with it for as long as they are kept (docs in compact.py).
 # Rarer shapes first, the `created` envelope (the biggest and most common) last, nearest the
@@ -65,7 +65,7 @@ _EVENT_DICTIONARY_V1 = (
     b'"payment":null}}}'
 )
 
-EVENT_CODEC = PresetDeflate(0x01, _EVENT_DICTIONARY_V1)
+EVENT_CODEC = PresetCodec(0x11, _EVENT_DICTIONARY_V1, deflate_marker=0x01)
 
 # Append-only: a stored index entry keeps its code for as long as it is kept.
 TYPE_CODES: Mapping[str, str] = {

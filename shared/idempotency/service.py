@@ -22,7 +22,7 @@ import msgspec
 from shared.crypto import DataCipher
 from shared.errors import IdempotencyInFlight, IdempotencyKeyReused, ValidationFailed
 from shared.idempotency.store import IdempotencyStore
-from shared.redis.compact import PresetDeflate
+from shared.redis.compact import PresetCodec
 
 MAX_KEY_LENGTH = 255
 
@@ -51,11 +51,12 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_Record)
 # Frozen (shared/redis/compact.py).
-_BODY_CODEC = PresetDeflate(
-    0x04,
+_BODY_CODEC = PresetCodec(
+    0x14,
     b'{"session_id":"cs_","client_secret":"cs__secret_","expires_at":"2026-01-01T00:00:00.000Z",'
     b'"hosted_url":"https://checkout.govifi.com/cs_",'
     b'"embed_url":"https://checkout.govifi.com/embed/cs_"}',
+    deflate_marker=0x04,
 )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from shared.redis.compact import PresetDeflate
+from shared.redis.compact import PresetCodec
 
 SessionStatus = Literal["open", "complete", "expired"]
 PaymentStatus = Literal["unpaid", "paid"]
@@ -89,8 +89,8 @@ _SIGNALS_ENCODER = msgspec.msgpack.Encoder()
 _SIGNALS_DECODER = msgspec.msgpack.Decoder(list[Any])
 # Frozen (shared/redis/compact.py): user agents are most of the signals' bytes, and mostly
 # these fragments.
-_SIGNALS_CODEC = PresetDeflate(
-    0x03,
+_SIGNALS_CODEC = PresetCodec(
+    0x13,
     b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/ Edg/ OPR/ SamsungBrowser/"
     b" (iPad; CPU OS 17_0 like Mac OS X) (Linux; Android 14; K) Mobile Safari/537.36"
     b" (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
@@ -100,6 +100,7 @@ _SIGNALS_CODEC = PresetDeflate(
     b"@yahoo.com@hotmail.com@outlook.com@icloud.com@gmail.com+1"
     b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
     b" Chrome/124.0.0.0 Safari/537.36",
+    deflate_marker=0x03,
 )
 
 

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from shared.events.stored import pack_event, type_code
 from shared.ids import BASE62, partition_of_session
-from shared.redis.compact import PresetDeflate, msgpack_names
+from shared.redis.compact import PresetCodec, msgpack_names
 from shared.redis.keys import Keys
 from shared.sessions.model import SessionRecord, SessionStatus
 
@@ -81,7 +81,7 @@ _RECORD_DICTIONARY_V1 = msgpack_names(
 _RECORD_DICTIONARY_DIGEST = "ed1ded84327bf3b619e63f7f732eb3c59d2a1fd6a7411b6075cf119539741a8c"
 if hashlib.sha256(_RECORD_DICTIONARY_V1).hexdigest() != _RECORD_DICTIONARY_DIGEST:
     raise RuntimeError("the stored sessions' compression dictionary changed (see compact.py)")
-_RECORD_CODEC = PresetDeflate(0x02, _RECORD_DICTIONARY_V1)
+_RECORD_CODEC = PresetCodec(0x12, _RECORD_DICTIONARY_V1, deflate_marker=0x02)
 
 # Newest first in lexicographic order: members start with (this - created ms) as 8 base62
 # digits (fixed width; base62's digit order is ASCII order), then the session id. 27 bytes:

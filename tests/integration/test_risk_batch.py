@@ -223,7 +223,7 @@ async def test_scoring_compacts_the_record_a_create_stored_raw(
     assert outcome.written
     scored = await app_redis.get(key)
     assert scored is not None
-    assert doc_of(scored)[:1] == b"\x02"  # the record codec's marker (shared/sessions/store.py)
+    assert doc_of(scored)[:1] == b"\x12"  # the record codec's marker (shared/sessions/store.py)
     assert len(doc_of(scored)) < len(doc_of(created))
     after = await sessions.load(session_id)
     assert before is not None

@@ -4,6 +4,7 @@ for byte, frozen dictionaries, index members that sort newest first."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import msgspec
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from shared.events.model import EVENT_TYPES
 from shared.events.stored import EVENT_CODEC, TYPE_CODES, pack_event, stored_event_json, type_code
 from shared.idempotency.service import _BODY_CODEC
-from shared.redis.compact import PresetDeflate
+from shared.redis.compact import PresetCodec
 from shared.sessions.model import (
     _SIGNALS_CODEC,
     FraudSignals,
@@ -28,7 +29,8 @@ from shared.sessions.store import (
     session_parts,
 )
 
-CODEC = PresetDeflate(0x05, b'{"name":"value","other":')
+DICTIONARY = b'{"name":"value","other":'
+CODEC = PresetCodec(0x15, DICTIONARY, deflate_marker=0x05)
 
 
 def record(created_at_ms: int, session_id: str = "cs_0AAAAAAAAAAAAAAA") -> SessionRecord:
@@ -48,7 +50,7 @@ def record(created_at_ms: int, session_id: str = "cs_0AAAAAAAAAAAAAAA") -> Sessi
 def test_a_packed_value_reads_back_byte_for_byte() -> None:
     data = b'{"name":"value","other":"value","name":"value","other":"value"}'
     packed = CODEC.pack(data)
-    assert packed[0] == 0x05
+    assert packed[0] == 0x15
     assert len(packed) < len(data)
     assert CODEC.unpack(packed) == data
 
@@ -56,15 +58,45 @@ def test_a_packed_value_reads_back_byte_for_byte() -> None:
 def test_a_value_compression_does_not_shorten_is_stored_as_is() -> None:
     assert CODEC.pack(b"{}") == b"{}"
     assert CODEC.unpack(b"{}") == b"{}"
-    # Raw data that happens to start with the marker is always stored compressed.
-    tricky = b"\x05"
-    assert CODEC.unpack(CODEC.pack(tricky)) == tricky
+    # Raw data that happens to start with either marker is always stored compressed.
+    for tricky in (b"\x15", b"\x05"):
+        assert CODEC.pack(tricky) != tricky
+        assert CODEC.unpack(CODEC.pack(tricky)) == tricky
 
 
-@pytest.mark.parametrize("corrupt", [b"\x05\xff\xff\xff", b"\x05"])
+def _deflated(data: bytes) -> bytes:
+    """`data` in the form the deflate codec wrote until 2026-12-04 (shared/redis/compact.py)."""
+    deflate = zlib.compressobj(3, zlib.DEFLATED, -12, 4, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
+    return b"\x05" + deflate.compress(data) + deflate.flush()
+
+
+def test_a_value_stored_by_the_deflate_codec_still_reads() -> None:
+    data = b'{"name":"value","other":"value","name":"old"}'
+    assert CODEC.unpack(_deflated(data)) == data
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        b"\x15\xff\xff\xff",
+        b"\x15",
+        # A frame cut short, and one whose header claims ~4 GB.
+        CODEC.pack(b'{"name":"value","other":"value","name":"value"}')[:8],
+        b"\x15\xa0" + (0xFFFF_FFF0).to_bytes(4, "little") + b"\x00" * 8,
+        b"\x05\xff\xff\xff",
+        b"\x05",
+    ],
+)
 def test_a_corrupt_compressed_value_is_a_decode_error(corrupt: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         CODEC.unpack(corrupt)
+
+
+def test_markers_are_control_bytes_of_their_own() -> None:
+    with pytest.raises(ValueError, match="control bytes"):
+        PresetCodec(0x7B, DICTIONARY, deflate_marker=0x05)
+    with pytest.raises(ValueError, match="own markers"):
+        PresetCodec(0x05, DICTIONARY, deflate_marker=0x05)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +108,7 @@ def test_a_corrupt_compressed_value_is_a_decode_error(corrupt: bytes) -> None:
         (_BODY_CODEC, "953f50f4a6819311c23ecd32bb9f312ca55a9347df6bb41a1280219b30ede07d"),
     ],
 )
-def test_the_dictionaries_are_frozen(codec: PresetDeflate, digest: str) -> None:
+def test_the_dictionaries_are_frozen(codec: PresetCodec, digest: str) -> None:
     # Stored values are read with them for as long as they are kept: a new dictionary needs
     # a new marker (shared/redis/compact.py), never an edit of an old one.
     assert hashlib.sha256(codec.dictionary).hexdigest() == digest
