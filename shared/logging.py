@@ -88,9 +88,25 @@ def _merge_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
-def _json_line(event: Any, **_: Any) -> str:
-    # msgspec instead of json.dumps (a canonical line per request); what it cannot encode is
-    # written as its repr, as structlog's own fallback does.
+_format_exc_info = structlog.processors.format_exc_info
+# As structlog's add_log_level names them.
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}
+
+
+def _render_json(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+    """The JSON line's whole chain in one processor: context, level, timestamp, redaction,
+    exception text, encoding. The same line as the chain of `_PROCESSORS` + a JSONRenderer,
+    with one call per line instead of six (a line per request: ~2 µs of each)."""
+    for key, value in _CONTEXT.get().items():
+        event.setdefault(key, value)
+    event["level"] = _LEVEL_NAMES.get(method, method)
+    _timestamp(logger, method, event)
+    for key in event.keys() & _REDACTED_KEYS:
+        event[key] = "[redacted]"
+    if "exc_info" in event:
+        event = _format_exc_info(logger, method, event)
+    # msgspec instead of json.dumps; what it cannot encode is written as its repr, as
+    # structlog's own fallback does.
     return msgspec.json.encode(event, enc_hook=repr).decode()
 
 
@@ -164,20 +180,20 @@ def configure_logging(settings: Settings) -> None:
         writer = _WRITERS[id(sys.stdout)] = TurnWriter(sys.stdout)
     logger = _LineLogger(writer)
     as_json = settings.log_json if settings.log_json is not None else not sys.stdout.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_json_line)
+    processors: list[Any] = (
+        [_render_json]
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
+        else [
             _merge_context,
             structlog.processors.add_log_level,
             _timestamp,
             _redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+            _format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+    )
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: logger,
         cache_logger_on_first_use=True,

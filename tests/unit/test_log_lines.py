@@ -1,0 +1,74 @@
+"""A JSON log line as configure_logging renders it (shared/logging.py, `_render_json`): the
+context's fields under the line's own, the level by structlog's names, a UTC timestamp,
+redacted keys, an exception's traceback as text."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from shared.config import Settings
+from shared.logging import bind_log_context, clear_log_context, configure_logging, flush_log_lines
+
+
+@pytest.fixture(autouse=True)
+def _fresh_context() -> Iterator[None]:
+    yield
+    clear_log_context()
+
+
+def _start() -> Any:
+    """Logging as a process configures it, onto this test's captured stdout; called in the
+    test body (pytest swaps the capture between phases)."""
+    configure_logging(Settings(log_json=True, log_level="debug"))
+    # Loggers cached on first use would keep this test's captured stdout (test_logging_pii).
+    structlog.configure(cache_logger_on_first_use=False)
+    return structlog.get_logger("t")
+
+
+def _read(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    flush_log_lines()
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def test_a_line_carries_its_context_level_and_timestamp(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = _start()
+    clear_log_context(request_id="req_1", session_id="cs_context")
+    bind_log_context(extra=1)
+    log.info("hello", session_id="cs_own", n=2)
+    log.warn("careful")
+    (hello, careful) = _read(capsys)
+    assert hello["event"] == "hello"
+    assert hello["level"] == "info"
+    assert hello["request_id"] == "req_1"
+    assert hello["extra"] == 1
+    assert hello["session_id"] == "cs_own"  # the line's own field wins
+    assert hello["n"] == 2
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", hello["timestamp"])
+    assert careful["level"] == "warning"
+
+
+def test_secrets_and_pii_are_redacted_and_exceptions_are_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = _start()
+    clear_log_context(client_secret="cs_1_secret_abc")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", customer_email="a@example.com", card_number="4242424242424242")
+    (line,) = _read(capsys)
+    assert line["level"] == "error"
+    assert line["client_secret"] == "[redacted]"
+    assert line["customer_email"] == "[redacted]"
+    assert line["card_number"] == "[redacted]"
+    assert "ValueError: boom" in line["exception"]
+    assert "exc_info" not in line
+    assert "4242424242424242" not in json.dumps(line)
