@@ -17,29 +17,37 @@ _KEEP_WINDOWS = 2
 # instead of one per queued command (measured here: twice the throughput of the MULTI). One
 # call counts any number of sessions of ONE partition, in the order given (a batch of the
 # scoring loop is one round trip; a single session is a batch of one).
-# KEYS: ARGV[1] settings keys (each account of the batch once), then every session's velocity
-# sets in order. ARGV: 1 number of settings keys; then per session: id, creation ms, number
-# of sets n, then n times: count-from (exclusive), trim-below (exclusive), TTL ms. Bounds
-# come from Python: Lua numbers are doubles.
+# KEYS: ARGV[1] settings keys (each account of the batch once), then each velocity set the
+# batch touches, once. ARGV: 1 number of settings keys, 2 number of sets m; then m times:
+# trim-below (exclusive), TTL ms; then per session: id, creation ms, number of sets n, then n
+# times: the set's position among the m, count-from (exclusive). Bounds come from Python:
+# Lua numbers are doubles.
+# A set is trimmed and its TTL renewed once per call, not once per session counted into it
+# (a burst from one shopper is one set for the whole batch): members below the trim bound
+# are older than every window counted here, so the counts are those of one-by-one calls.
 # Returns {settings or '' per settings key..., {count per set} per session...}
 _OBSERVE = """
-local nsettings = tonumber(ARGV[1])
+local nsettings, nsets = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i = 1, nsettings do out[i] = redis.call('GET', KEYS[i]) or '' end
-local k, a = nsettings, 2
+for j = 1, nsets do
+  redis.call('ZREMRANGEBYSCORE', KEYS[nsettings + j], '-inf', ARGV[1 + 2 * j])
+end
+local a = 3 + 2 * nsets
 while a <= #ARGV do
   local id, created, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
   local counts = {}
   for j = 1, n do
-    k = k + 1
-    redis.call('ZADD', KEYS[k], created, id)
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[a + 1])
-    counts[j] = redis.call('ZCOUNT', KEYS[k], ARGV[a], created)
-    redis.call('PEXPIRE', KEYS[k], ARGV[a + 2])
-    a = a + 3
+    local k = KEYS[nsettings + tonumber(ARGV[a])]
+    redis.call('ZADD', k, created, id)
+    counts[j] = redis.call('ZCOUNT', k, ARGV[a + 1], created)
+    a = a + 2
   end
   out[#out + 1] = counts
+end
+for j = 1, nsets do
+  redis.call('PEXPIRE', KEYS[nsettings + j], ARGV[2 + 2 * j])
 end
 return out
 """
@@ -104,16 +112,27 @@ class RiskStore:
             return []
         accounts = list(dict.fromkeys(call.account_uid for call in calls))
         keys = [self._keys.account_settings(account) for account in accounts]
-        args: list[str | int] = [len(accounts)]
+        # Per velocity set: its position (1-based), lowest trim bound, longest TTL.
+        sets: dict[str, list[int]] = {}
+        per_session: list[str | int] = []
         for call in calls:
             created = call.created_at_ms
-            args += [call.session_id, created, len(call.subjects)]
+            per_session += [call.session_id, created, len(call.subjects)]
             for subject in call.subjects:
                 keep_ms = _KEEP_WINDOWS * subject.window_ms
-                keys.append(
-                    self._keys.risk_velocity(call.account_uid, subject.dimension, subject.digest)
-                )
-                args += [f"({created - subject.window_ms}", f"({created - keep_ms}", keep_ms]
+                key = self._keys.risk_velocity(call.account_uid, subject.dimension, subject.digest)
+                entry = sets.get(key)
+                if entry is None:
+                    entry = sets[key] = [len(sets) + 1, created - keep_ms, keep_ms]
+                else:
+                    entry[1] = min(entry[1], created - keep_ms)
+                    entry[2] = max(entry[2], keep_ms)
+                per_session += [entry[0], f"({created - subject.window_ms}"]
+        keys += sets
+        args: list[str | int] = [len(accounts), len(sets)]
+        for _, trim_below, keep_ms in sets.values():
+            args += [f"({trim_below}", keep_ms]
+        args += per_session
         result = await self._observe(keys=keys, args=args)
         found = zip(accounts, result[: len(accounts)], strict=True)
         settings = {account: raw or None for account, raw in found}

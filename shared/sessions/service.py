@@ -633,6 +633,8 @@ class SessionService:
             previous_status=record.status,
             event_json=EVENT_ENCODER.encode(event),
             event_type=event.type,
+            # Same status and expires_at: the expiry schedule entry stands.
+            keeps_schedule=record.status == "open",
         )
 
     # --- SMS challenge (rules in shared/challenge; each change is one compare-and-set write

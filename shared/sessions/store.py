@@ -145,6 +145,9 @@ class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl: int = 0
     # Set by a held charge's own outcome: the write drops the hold instead of being refused.
     release_hold: bool = False
+    # The change leaves the session open with the same expires_at (a risk decision): its
+    # expiry schedule entry is left as it is, one command fewer in the script.
+    keeps_schedule: bool = False
 
 
 class StoredMemo(msgspec.Struct, frozen=True, kw_only=True):
@@ -272,7 +275,12 @@ class SessionStore:
         old_status = change.previous_status or new_status
         # m: a record to SET with a change that is not a create (a create carries its own).
         memo = not create and bool(change.idempotency_key)
-        flags = ("r" if change.release_hold else "") + ("x" if create else "") + ("m" * memo)
+        flags = (
+            ("r" if change.release_hold else "")
+            + ("x" if create else "")
+            + ("m" * memo)
+            + ("k" if change.keeps_schedule and not create and new_status == "open" else "")
+        )
         customer: int | str = ""
         if create and record.customer_id:
             customer = key(k.customer_index(partition, account, record.customer_id))

@@ -200,6 +200,30 @@ async def test_velocity_of_a_batch_counts_as_one_by_one(
     assert await store.observe_many([]) == []
 
 
+async def test_a_set_shared_by_a_batch_is_trimmed_once_and_counts_as_one_by_one(
+    store: RiskStore, app_redis: Redis, settings: Settings
+) -> None:
+    """A shopper's burst is one velocity set for the whole batch: trimmed below the earliest
+    session's bound and given its TTL once, and each session still counts its own window."""
+    window = 600_000
+    subject = VelocitySubject(dimension="ip", digest="burst", window_ms=window)
+    key = Keys(settings.key_prefix).risk_velocity(ACCOUNT, "ip", "burst")
+    # Older than two windows before the batch: trimmed. One window before: kept, not counted.
+    await store.observe(ACCOUNT, "gone", T0 - 3 * window, [subject])
+    await store.observe(ACCOUNT, "kept", T0 - window - 10, [subject])
+    times = [T0, T0 + 1, T0 + window + 5]
+    calls = [
+        VelocityCall(account_uid=ACCOUNT, session_id=f"b{i}", created_at_ms=t, subjects=[subject])
+        for i, t in enumerate(times)
+    ]
+    observed = await store.observe_many(calls)
+    assert [o.counts["ip"] for o in observed] == [1, 2, 1]
+    members = await app_redis.zrange(key, 0, -1)
+    assert members == [b"kept", b"b0", b"b1", b"b2"]
+    ttl = await app_redis.pttl(key)
+    assert 2 * window - 5_000 < ttl <= 2 * window
+
+
 async def test_scoring_compacts_the_record_a_create_stored_raw(
     sessions: SessionService,
     risk: RiskService,

@@ -14,7 +14,8 @@
 -- meta = ';'-separated: 1 expected sequence (0 = create), 2 new sequence, 3 expires_at ms
 --   ('' = not open), 4 event type code, 5 flags (x: create arguments follow; r: this is the
 --   held charge's outcome, which drops the hold, instead of being refused while a charge
---   holds the session; m: a record to SET follows), 6 that record's TTL s, then key
+--   holds the session; m: a record to SET follows; k: the session stays open with the same
+--   expires_at, so its expiry schedule entry is left as it is), 6 that record's TTL s, then key
 --   positions: 7 session, 8 event stream, 9 expiry schedule, 10 old status index, 11 new
 --   status index, 12 customer index ('' = none), 13 the record to SET ('' = none), 14 the
 --   account's event index stream, 15 the session's charge hold.
@@ -31,42 +32,55 @@ local function apply(m, record, event, member, sh, fs, idempotency)
   local function key(i) return KEYS[tonumber(m[i])] end
   local expected = tonumber(m[1])
   local session = key(7)
-  local current = 0
-  local old = redis.call('GET', session)
-  if old then
-    local seq, sh_len, fs_len, at = string.match(old, '^(%d+);(%d+);(%d+);()')
-    if not seq then error('session ' .. session .. ' is not in the string layout') end
-    current = tonumber(seq)
-    sh_len, fs_len = tonumber(sh_len), tonumber(fs_len)
-    -- Only a create sets them: every later change keeps them.
-    sh = sh or string.sub(old, at, at + sh_len - 1)
-    fs = fs or string.sub(old, at + sh_len, at + sh_len + fs_len - 1)
+  local create = expected == 0
+  if create then
+    -- One SET NX both writes and checks the id is new (a create retried after a lost reply
+    -- finds its own session). A new id has no charge hold to respect.
+    sh, fs = sh or '', fs or ''
+    local value = m[2] .. ';' .. #sh .. ';' .. #fs .. ';' .. sh .. fs .. record
+    if not redis.call('SET', session, value, 'NX') then
+      local seq = string.match(redis.call('GET', session) or '', '^(%d+);')
+      return {'exists', tonumber(seq) or 0}
+    end
+  else
+    local current = 0
+    local old = redis.call('GET', session)
+    if old then
+      local seq, sh_len, fs_len, at = string.match(old, '^(%d+);(%d+);(%d+);()')
+      if not seq then error('session ' .. session .. ' is not in the string layout') end
+      current = tonumber(seq)
+      sh_len, fs_len = tonumber(sh_len), tonumber(fs_len)
+      -- Only a create sets them: every later change keeps them.
+      sh = string.sub(old, at, at + sh_len - 1)
+      fs = string.sub(old, at + sh_len, at + sh_len + fs_len - 1)
+    end
+    if current ~= expected then
+      return {'conflict', current}
+    end
+    -- A confirm whose charge is in flight holds the session: only its outcome may change it.
+    if string.find(m[5], 'r', 1, true) then
+      redis.call('DEL', key(15))
+    elseif redis.call('EXISTS', key(15)) == 1 then
+      return {'held', current}
+    end
+    redis.call('SET', session, m[2] .. ';' .. #sh .. ';' .. #fs .. ';' .. sh .. fs .. record)
   end
-  if expected == 0 and current ~= 0 then
-    return {'exists', current}
-  end
-  if current ~= expected then
-    return {'conflict', current}
-  end
-  -- A confirm whose charge is in flight holds the session: only its outcome may change it.
-  if string.find(m[5], 'r', 1, true) then
-    redis.call('DEL', key(15))
-  elseif redis.call('EXISTS', key(15)) == 1 then
-    return {'held', current}
-  end
-
-  sh, fs = sh or '', fs or ''
-  redis.call('SET', session, m[2] .. ';' .. #sh .. ';' .. #fs .. ';' .. sh .. fs .. record)
 
   if m[12] ~= '' then redis.call('ZADD', key(12), 0, member) end
-  if m[10] ~= m[11] then redis.call('ZREM', key(10), member) end
-  redis.call('ZADD', key(11), 0, member)
+  -- A change that keeps the status keeps the session's place in its index.
+  if create or m[10] ~= m[11] then
+    if m[10] ~= m[11] then redis.call('ZREM', key(10), member) end
+    redis.call('ZADD', key(11), 0, member)
+  end
 
-  local session_id = string.sub(member, 9)
-  if m[3] ~= '' then
-    redis.call('ZADD', key(9), tonumber(m[3]), session_id)
-  else
-    redis.call('ZREM', key(9), session_id)
+  -- Flag k: the session stays open with the same expires_at, its schedule entry stands.
+  if not string.find(m[5], 'k', 1, true) then
+    local session_id = string.sub(member, 9)
+    if m[3] ~= '' then
+      redis.call('ZADD', key(9), tonumber(m[3]), session_id)
+    else
+      redis.call('ZREM', key(9), session_id)
+    end
   end
 
   local entry = redis.call('XADD', key(8), '*', 'e', event)
