@@ -158,6 +158,10 @@ async def _score_one_by_one(app: WorkerContext, batch: list[StreamMessage]) -> l
     return done
 
 
+# `labels()` takes a lock and builds its key on every call: the hot one is bound once.
+_SCORED = FRAUD_SESSIONS.labels("scored")
+
+
 def _report(outcomes: dict[str, ScoreOutcome], batch: list[StreamMessage]) -> None:
     """Metrics and one log line per session: reason codes and the score, never a signal."""
     now_ms = time.time() * 1000
@@ -167,7 +171,7 @@ def _report(outcomes: dict[str, ScoreOutcome], batch: list[StreamMessage]) -> No
             continue  # a duplicate entry of a session already reported
         session_id = message.head.session_id
         if outcome.written and outcome.assessment is not None:
-            FRAUD_SESSIONS.labels("scored").inc()
+            _SCORED.inc()
             # The entry id's time is when the `created` event (and the session) was written.
             FRAUD_LAG.observe(max(0.0, now_ms - int(message.entry_id.split("-")[0])) / 1000)
             log.info(

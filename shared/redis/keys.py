@@ -14,7 +14,8 @@ from shared.ids import PARTITIONS, partition_of_account
 def seg(value: str) -> str:
     """A caller-supplied value as one key segment: `%`, `:` and braces are escaped, so no
     account, customer or idempotency key can reach into another's keys or hash tag."""
-    if not any(c in value for c in "%:{}"):
+    # Four substring tests in C: a generator over the four characters was ~1 % of a create.
+    if "%" not in value and ":" not in value and "{" not in value and "}" not in value:
         return value
     return value.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
 

@@ -7,7 +7,9 @@ docs/fraud.md is the table of these rules; change both together.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -180,6 +182,9 @@ def canonical_phone(phone: str) -> str:
     return "".join(c for c in phone if c.isdigit())
 
 
+# A pure function of the text, and the stdlib's parser is pure Python (~3 µs a call, 2 % of
+# a scored session): an address scored once is usually scored again soon.
+@functools.lru_cache(maxsize=16_384)
 def canonical_ip(ip: str) -> str:
     """IPv4 as is; IPv6 by its /64, which one subscriber usually holds whole (rotating inside
     it must not dodge velocity); anything unparsable as sent, lower-case."""
@@ -215,7 +220,11 @@ def velocity_subjects(signals: FraudSignals | None) -> list[tuple[VelocityRule, 
         "email": _present(signals.email),
         "phone": _present(signals.phone),
     }
-    canonical = {"ip": canonical_ip, "email": canonical_email, "phone": canonical_phone}
+    canonical: dict[Dimension, Callable[[str], str]] = {
+        "ip": canonical_ip,
+        "email": canonical_email,
+        "phone": canonical_phone,
+    }
     out = []
     for velocity in VELOCITY_RULES:
         value = values[velocity.dimension]
@@ -250,7 +259,11 @@ def velocity_rules(counts: VelocityCounts) -> list[Rule]:
 
 def is_disposable(email: str) -> bool:
     """True for an address at a listed throwaway domain or one of its subdomains."""
-    domain = email_domain(email)
+    return _disposable_domain(email_domain(email))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _disposable_domain(domain: str) -> bool:
     parts = domain.split(".")
     return any(".".join(parts[i:]) in DISPOSABLE_DOMAINS for i in range(len(parts) - 1))
 
