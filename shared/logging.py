@@ -101,8 +101,9 @@ def _render_json(logger: Any, method: str, event: MutableMapping[str, Any]) -> s
         event.setdefault(key, value)
     event["level"] = _LEVEL_NAMES.get(method, method)
     _timestamp(logger, method, event)
-    for key in event.keys() & _REDACTED_KEYS:
-        event[key] = "[redacted]"
+    if not _REDACTED_KEYS.isdisjoint(event):
+        for key in event.keys() & _REDACTED_KEYS:
+            event[key] = "[redacted]"
     if "exc_info" in event:
         event = _format_exc_info(logger, method, event)
     # msgspec instead of json.dumps; what it cannot encode is written as its repr, as
@@ -163,6 +164,22 @@ class _LineLogger:
 
 
 _WRITERS: dict[int, TurnWriter] = {}
+# Where `log_request` writes JSON lines directly; None: through structlog (console output,
+# or a level above info). Set by configure_logging.
+_DIRECT: list[TurnWriter | None] = [None]
+_REQUEST_LOG = structlog.get_logger("request")
+
+
+def log_request(**fields: Any) -> None:
+    """A server's canonical line per request, at info: the line `log.info("request", ...)`
+    writes (`_render_json`), without structlog's per-call steps (bound-logger dispatch, a
+    copy of its context, the processor loop): ~2 µs of the ~3.6 µs a line cost."""
+    writer = _DIRECT[0]
+    if writer is None:
+        _REQUEST_LOG.info("request", **fields)
+        return
+    fields["event"] = "request"
+    writer.write_line(_render_json(None, "info", fields))
 
 
 def flush_log_lines() -> None:
@@ -180,6 +197,7 @@ def configure_logging(settings: Settings) -> None:
         writer = _WRITERS[id(sys.stdout)] = TurnWriter(sys.stdout)
     logger = _LineLogger(writer)
     as_json = settings.log_json if settings.log_json is not None else not sys.stdout.isatty()
+    _DIRECT[0] = writer if as_json and level <= logging.INFO else None
     processors: list[Any] = (
         [_render_json]
         if as_json

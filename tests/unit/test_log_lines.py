@@ -13,7 +13,13 @@ import pytest
 import structlog
 
 from shared.config import Settings
-from shared.logging import bind_log_context, clear_log_context, configure_logging, flush_log_lines
+from shared.logging import (
+    bind_log_context,
+    clear_log_context,
+    configure_logging,
+    flush_log_lines,
+    log_request,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +78,32 @@ def test_secrets_and_pii_are_redacted_and_exceptions_are_text(
     assert "ValueError: boom" in line["exception"]
     assert "exc_info" not in line
     assert "4242424242424242" not in json.dumps(line)
+
+
+def test_a_request_line_is_the_line_structlog_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    log = _start()
+    clear_log_context(request_id="req_1", account_uid="acct_1")
+    fields = {"method": "POST", "path": "/v1/x", "status": 201, "duration_ms": 1.5}
+    log_request(**fields)
+    log.info("request", **fields)
+    direct, through_structlog = _read(capsys)
+    assert direct.pop("timestamp")
+    assert through_structlog.pop("timestamp")
+    assert direct == through_structlog
+    assert list(direct) == list(through_structlog)  # the same order of fields
+    assert direct["request_id"] == "req_1"
+    assert direct["level"] == "info"
+
+
+def test_request_lines_follow_the_level_and_format(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings(log_json=True, log_level="warning"))
+    structlog.configure(cache_logger_on_first_use=False)
+    log_request(method="GET", path="/", status=200, duration_ms=0.1)
+    assert _read(capsys) == []
+    configure_logging(Settings(log_json=False, log_level="info"))
+    structlog.configure(cache_logger_on_first_use=False)
+    log_request(method="GET", path="/", status=200, duration_ms=0.1, email="a@example.com")
+    flush_log_lines()
+    text = capsys.readouterr().out
+    assert "request" in text
+    assert "a@example.com" not in text
