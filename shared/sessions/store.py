@@ -32,6 +32,8 @@ from shared.sessions.model import SessionRecord, SessionStatus
 _RECORD_ENCODER = msgspec.msgpack.Encoder()
 _RECORD_DECODER = msgspec.msgpack.Decoder(SessionRecord)
 _STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
+# Accounts whose keys a store keeps built (cleared when full: a miss only rebuilds them).
+_ACCOUNT_KEYS_CACHED = 4096
 
 # The record's preset dictionary: rarer names first, then a typical record as msgpack encodes
 # it (omit_defaults), nearest the data. Frozen (shared.redis.compact): its digest is checked
@@ -196,6 +198,23 @@ class SessionStore:
         self._keys = keys
         source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_text()
         self._write_script = redis.register_script(source)
+        # The keys every change names, built once per partition / account (a change names
+        # nine keys; building them was a tenth of its arguments' cost).
+        self._events = keys.all_event_streams()
+        self._schedules = keys.all_expiry_schedules()
+        self._by_account: dict[tuple[int, str], dict[str, str]] = {}
+
+    def _account_keys(self, partition: int, account_uid: str) -> dict[str, str]:
+        """The account's status indexes (by status) and its event index (`""`)."""
+        found = self._by_account.get((partition, account_uid))
+        if found is None:
+            if len(self._by_account) >= _ACCOUNT_KEYS_CACHED:
+                self._by_account.clear()
+            k = self._keys
+            found = {status: k.status_index(partition, account_uid, status) for status in _STATUSES}
+            found[""] = k.account_events(partition, account_uid)
+            self._by_account[(partition, account_uid)] = found
+        return found
 
     def _session_key(self, session_id: str) -> str | None:
         partition = partition_of_session(session_id)
@@ -284,17 +303,18 @@ class SessionStore:
         customer: int | str = ""
         if create and record.customer_id:
             customer = key(k.customer_index(partition, account, record.customer_id))
+        by_account = self._account_keys(partition, account)
         meta = (
             f"{0 if create else record.sequence - 1};{record.sequence};"
             f"{record.expires_at_ms if new_status == 'open' else ''};"
             f"{type_code(change.event_type)};{flags};{change.idempotency_ttl};"
-            f"{key(k.session(partition, record.id))};{key(k.events(partition))};"
-            f"{key(k.expiry_schedule(partition))};"
-            f"{key(k.status_index(partition, account, old_status))};"
-            f"{key(k.status_index(partition, account, new_status))};"
+            f"{key(k.session(partition, record.id))};{key(self._events[partition])};"
+            f"{key(self._schedules[partition])};"
+            f"{key(by_account[old_status])};"
+            f"{key(by_account[new_status])};"
             f"{customer};"
             f"{key(change.idempotency_key) if change.idempotency_key else ''};"
-            f"{key(k.account_events(partition, account))};"
+            f"{key(by_account[''])};"
             f"{key(k.charge_hold(partition, record.id))}"
         )
         call.args += [
