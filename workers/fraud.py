@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.events.model import SessionCreated
 from shared.events.stream import EventConsumer, StreamMessage
 from shared.jobs import FRAUD_QUEUE
-from shared.logging import clear_log_context
+from shared.logging import clear_log_context, info_line
 from shared.risk.service import ScoreOutcome
 from workers.context import Loop, QueueSpec, WorkerContext
 from workers.metrics import FRAUD_BATCH, FRAUD_LAG, FRAUD_SESSIONS
@@ -174,7 +174,8 @@ def _report(outcomes: dict[str, ScoreOutcome], batch: list[StreamMessage]) -> No
             _SCORED.inc()
             # The entry id's time is when the `created` event (and the session) was written.
             FRAUD_LAG.observe(max(0.0, now_ms - int(message.entry_id.split("-")[0])) / 1000)
-            log.info(
+            info_line(
+                __name__,
                 "session.risk_scored",
                 session_id=session_id,
                 score=outcome.assessment.score,
@@ -184,7 +185,9 @@ def _report(outcomes: dict[str, ScoreOutcome], batch: list[StreamMessage]) -> No
             )
         else:
             FRAUD_SESSIONS.labels(outcome.skipped or "unknown").inc()
-            log.info("session.score_skipped", session_id=session_id, reason=outcome.skipped)
+            info_line(
+                __name__, "session.score_skipped", session_id=session_id, reason=outcome.skipped
+            )
 
 
 _: Loop = scoring_loop  # what a QueueSpec's `loops` takes

@@ -12,7 +12,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from services.api.metrics import observe
 from shared.ids import new_request_id
 from shared.logging import bind_log_context as bind_fields
-from shared.logging import clear_log_context, log_request
+from shared.logging import clear_log_context, info_line
 
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 
@@ -47,7 +47,9 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
             method = str(scope.get("method"))
             # Unrouted paths share one label, so scanners cannot blow up the metric's series.
             observe(method, str(scope.get("path_template") or "unrouted"), status, elapsed)
-            log_request(
+            info_line(
+                "request",
+                "request",
                 method=method,
                 path=scope["path"],
                 status=status,

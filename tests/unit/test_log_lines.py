@@ -18,7 +18,7 @@ from shared.logging import (
     clear_log_context,
     configure_logging,
     flush_log_lines,
-    log_request,
+    info_line,
 )
 
 
@@ -84,7 +84,7 @@ def test_a_request_line_is_the_line_structlog_writes(capsys: pytest.CaptureFixtu
     log = _start()
     clear_log_context(request_id="req_1", account_uid="acct_1")
     fields = {"method": "POST", "path": "/v1/x", "status": 201, "duration_ms": 1.5}
-    log_request(**fields)
+    info_line("t", "request", **fields)
     log.info("request", **fields)
     direct, through_structlog = _read(capsys)
     assert direct.pop("timestamp")
@@ -98,11 +98,11 @@ def test_a_request_line_is_the_line_structlog_writes(capsys: pytest.CaptureFixtu
 def test_request_lines_follow_the_level_and_format(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(Settings(log_json=True, log_level="warning"))
     structlog.configure(cache_logger_on_first_use=False)
-    log_request(method="GET", path="/", status=200, duration_ms=0.1)
+    info_line("t", "request", method="GET", path="/", status=200, duration_ms=0.1)
     assert _read(capsys) == []
     configure_logging(Settings(log_json=False, log_level="info"))
     structlog.configure(cache_logger_on_first_use=False)
-    log_request(method="GET", path="/", status=200, duration_ms=0.1, email="a@example.com")
+    info_line("t", "request", method="GET", path="/", status=200, email="a@example.com")
     flush_log_lines()
     text = capsys.readouterr().out
     assert "request" in text
