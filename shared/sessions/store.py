@@ -108,6 +108,11 @@ def session_parts(value: bytes) -> tuple[int, bytes, bytes, bytes]:
     return int(seq), rest[:fs_at], rest[fs_at:doc_at], rest[doc_at:]
 
 
+def session_value(seq: int, secret_hash: bytes, blob: bytes, doc: bytes) -> bytes:
+    """The stored session `session_parts` reads back (a create's whole value)."""
+    return f"{seq};{len(secret_hash)};{len(blob)};".encode() + secret_hash + blob + doc
+
+
 def encode_record(record: SessionRecord, *, compress: bool = True) -> bytes:
     """The stored `doc` of a record (msgpack, compressed unless `compress` is False: readers
     take either form, compact.py)."""
@@ -317,22 +322,31 @@ class SessionStore:
             f"{key(by_account[''])};"
             f"{key(k.charge_hold(partition, record.id))}"
         )
+        if create:
+            # The whole stored value (module docstring). The record as it is: the fraud scorer
+            # rewrites it (compressed, with its risk) within a moment, so compressing it here
+            # would be work thrown away on the request path. Later changes compress it.
+            stored = session_value(
+                record.sequence,
+                bytes.fromhex(change.secret_hash),
+                change.fraud_blob,
+                encode_record(record, compress=False),
+            )
+            call.args += [
+                meta,
+                stored,
+                pack_event(change.event_json),
+                index_member(record),
+                change.idempotency_record,
+            ]
+            return
         call.args += [
             meta,
-            # A created session's record is stored as it is: the fraud scorer rewrites it
-            # (compressed, with its risk) within a moment, so compressing it here would be
-            # work thrown away on the request path. Every later change stores it compressed.
-            encode_record(record, compress=not create),
+            encode_record(record),
             pack_event(change.event_json),
             index_member(record),
         ]
-        if create:
-            call.args += [
-                bytes.fromhex(change.secret_hash),
-                change.fraud_blob,
-                change.idempotency_record,
-            ]
-        elif memo:
+        if memo:
             call.args.append(change.idempotency_record)
 
     async def unschedule(self, partition: int, session_ids: list[str]) -> None:
