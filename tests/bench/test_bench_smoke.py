@@ -5,13 +5,16 @@ target is asserted."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
+from bench.cpu_share import cpu_seconds
 from bench.png import Canvas, latency_vs_load
 from bench.run import PLOT_NAME, _paired_ratios, evaluate, summarize, table
 
@@ -59,6 +62,37 @@ def test_in_process_driver_measures_each_scenario(redis_url: str, scenario: str)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     figure = done.stdout.decode().split(":", 1)[1].split("us", 1)[0]
     assert float(figure) > 0
+
+
+def test_cpu_share_names_each_process_and_its_cost(redis_url: str) -> None:
+    argv = [sys.executable, "-m", "bench.cpu_share", "create", "--seconds=0.5", "--runs=1"]
+    done = subprocess.run(
+        [*argv, f"--redis-url={redis_url}"],
+        capture_output=True,
+        timeout=180,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    line = done.stdout.decode().strip().splitlines()[-1]
+    rps = float(line.split(": ", 1)[1].split(" req/s")[0])
+    costs = dict(
+        (cell.split()[0], float(cell.split()[1]))
+        for cell in line.split("CPU per request: ", 1)[1].split(", ")
+    )
+    assert rps > 0, line
+    # The API did the creates, the load process sent them; the echo server sat idle.
+    assert {"api", "worker", "echo", "load"} <= set(costs), line
+    assert costs["api"] > costs["echo"] >= 0, line
+    assert costs["load"] > 0, line
+
+
+def test_cpu_seconds_reads_this_process() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_seconds(os.getpid()) - before >= 0.03
 
 
 def test_png_writer_draws_a_valid_image() -> None:
