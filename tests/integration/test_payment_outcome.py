@@ -4,8 +4,6 @@ same step as the completion, and only when the completion applies; a stale recor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -13,7 +11,6 @@ from redis.asyncio import Redis
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.ids import partition_of_account
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.model import PaymentInfo
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
@@ -34,13 +31,6 @@ PAYMENT = PaymentInfo(
     fee=0,
     saved_method_id=None,
 )
-
-
-@pytest.fixture
-async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = create_redis(settings)
-    yield client
-    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ peek/record for the card-testing guard, key TTLs and concurrent callers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -22,18 +21,9 @@ from shared.ratelimit import (
     build_rate_limits,
     retry_after_seconds,
 )
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 
 T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
-    """A client from the service's own factory (blocking pool, retries)."""
-    client = create_redis(settings)
-    yield client
-    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -20,7 +19,6 @@ from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
 from shared.ids import partition_of_account
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore, VelocityCall, VelocitySubject
@@ -32,13 +30,6 @@ from shared.wiring import build_session_service
 from tests.support import ACCOUNT, seed_body
 
 T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = create_redis(settings)
-    yield client
-    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture

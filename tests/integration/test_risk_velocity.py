@@ -4,7 +4,6 @@ isolation, trimming and TTLs, and scoring real sessions through the risk service
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -18,7 +17,6 @@ from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
 from shared.ids import partition_of_account
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.risk.rules import VELOCITY_RULES
 from shared.risk.service import RiskService, velocity_digest
@@ -35,14 +33,6 @@ IP = "198.51.100.77"
 
 def subject(digest: str = "d1", window_ms: int = WINDOW_MS) -> VelocitySubject:
     return VelocitySubject(dimension="ip", digest=digest, window_ms=window_ms)
-
-
-@pytest.fixture
-async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
-    """A client from the service's own factory (blocking pool, retries)."""
-    client = create_redis(settings)
-    yield client
-    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ and a status change moves them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -13,7 +11,6 @@ from redis.asyncio import Redis
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.ids import partition_of_session
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.model import Risk
 from shared.sessions.params import CreateSessionParams
@@ -23,13 +20,6 @@ from shared.wiring import build_session_service
 from tests.support import ACCOUNT, seed_body
 
 T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = create_redis(settings)
-    yield client
-    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture
