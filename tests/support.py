@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 ACCOUNT = "acct_test_1"
+# The injected clock's start in tests that use one (any fixed instant does).
+T0 = 1_750_000_000_000
 OTHER_ACCOUNT = "acct_test_2"
 
 

@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from shared.clock import ManualClock
 from shared.config import Settings
 from shared.redis.client import create_redis
+from shared.sessions.service import SessionService
+from shared.wiring import build_session_service
+from tests.support import T0
 
 
 @pytest.fixture
@@ -18,3 +22,15 @@ async def app_redis(settings: Settings) -> AsyncIterator[Redis]:
     client = create_redis(settings)
     yield client
     await client.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_ms=T0)
+
+
+@pytest.fixture
+def sessions(app_redis: Redis, settings: Settings, clock: ManualClock) -> SessionService:
+    """The session service as the API wires it, on the test's clock."""
+    service, _ = build_session_service(settings, app_redis, clock)
+    return service

@@ -23,13 +23,6 @@ from shared.ratelimit import (
 )
 from shared.redis.keys import Keys
 
-T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
 
 @pytest.fixture
 def limiter(app_redis: Redis, clock: ManualClock) -> RateLimiter:

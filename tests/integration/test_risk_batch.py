@@ -27,20 +27,7 @@ from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
 from shared.sessions.store import session_parts
 from shared.wiring import build_session_service
-from tests.support import ACCOUNT, seed_body
-
-T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=T0)
-
-
-@pytest.fixture
-def sessions(app_redis: Redis, settings: Settings, clock: ManualClock) -> SessionService:
-    service, _ = build_session_service(settings, app_redis, clock)
-    return service
+from tests.support import ACCOUNT, T0, seed_body
 
 
 @pytest.fixture

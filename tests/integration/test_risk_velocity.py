@@ -23,11 +23,9 @@ from shared.risk.service import RiskService, velocity_digest
 from shared.risk.store import RiskStore, VelocitySubject
 from shared.sessions.params import CreateSessionParams
 from shared.sessions.service import SessionService
-from shared.wiring import build_session_service
-from tests.support import ACCOUNT, OTHER_ACCOUNT, seed_body
+from tests.support import ACCOUNT, OTHER_ACCOUNT, T0, seed_body
 
 WINDOW_MS = 600_000
-T0 = 1_750_000_000_000
 IP = "198.51.100.77"
 
 
@@ -107,17 +105,6 @@ async def test_settings_are_read_in_the_same_step(
 
 
 # --- scoring real sessions -----------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=T0)
-
-
-@pytest.fixture
-def sessions(app_redis: Redis, settings: Settings, clock: ManualClock) -> SessionService:
-    service, _ = build_session_service(settings, app_redis, clock)
-    return service
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and a status change moves them."""
 from __future__ import annotations
 
 import msgspec
-import pytest
 from redis.asyncio import Redis
 
 from shared.clock import ManualClock
@@ -16,21 +15,7 @@ from shared.sessions.model import Risk
 from shared.sessions.params import CreateSessionParams
 from shared.sessions.service import SessionService
 from shared.sessions.store import SessionStore, SessionWrite
-from shared.wiring import build_session_service
 from tests.support import ACCOUNT, seed_body
-
-T0 = 1_750_000_000_000
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start_ms=T0)
-
-
-@pytest.fixture
-def sessions(app_redis: Redis, settings: Settings, clock: ManualClock) -> SessionService:
-    service, _ = build_session_service(settings, app_redis, clock)
-    return service
 
 
 async def _created(sessions: SessionService) -> str:
