@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/hosted-sessions dev
 
-# ensure-browser installs Chromium for the browser tests when it can; it never fails.
+# ensure-browser installs Chromium for the browser tests when it can; only in CI does it fail
+# without one (a skipped browser test there would hide a broken page).
 test: install
 	bash scripts/ensure-browser
 	$(BIN)/pytest $(PYTEST_ARGS)

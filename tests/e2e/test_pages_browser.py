@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -49,6 +50,9 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
+    # In CI a missing browser is a failure, not a skip: a skipped page test hides a broken page.
+    if os.environ.get("CI"):
+        pytest.fail("no Chromium in CI: scripts/ensure-browser (`make test`) must install it")
     pytest.skip("no Chromium on this machine (scripts/ensure-browser installs Debian's)")
 
 
