@@ -34,7 +34,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_platform_admin_group: str = "platform-admin"
     jwt_accounts_claim: str = "custom:payment_account_uids"
     jwt_leeway_seconds: int = 30
+    # An unknown `kid` refetches the JWKS at most this often (made-up kids never flood the IdP).
     jwks_refresh_min_seconds: int = 60
+    # A loaded key set is fetched again after its max-age: the JWKS response's Cache-Control
+    # max-age held within [min, max], or the default when it gives none (and for a file).
+    jwks_max_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    jwks_max_age_min_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    jwks_max_age_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 86_400.0
+    # While refreshes fail, the last keys are trusted up to this many max-ages after they were
+    # fetched; past that, admin calls answer 503 until the IdP answers again (fail closed).
+    jwks_max_stale_factor: Annotated[float, msgspec.Meta(ge=1, le=100)] = 3.0
     idempotency_ttl_seconds: int = 86_400
     idempotency_lock_seconds: int = 60
     # Test seam: the API's clock runs this many ms off the real one (refused in production).
@@ -92,6 +101,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.env == "production" and self.clock_offset_ms:
             raise ValueError("HS_CLOCK_OFFSET_MS is a test seam and is refused in production")
+        if not self.jwks_max_age_min_seconds <= self.jwks_max_age_max_seconds:
+            raise ValueError("HS_JWKS_MAX_AGE_MIN_SECONDS exceeds HS_JWKS_MAX_AGE_MAX_SECONDS")
         if self.env == "production" and not self.data_key:
             raise ValueError("HS_DATA_KEY is required in production")
 

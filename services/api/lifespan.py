@@ -129,6 +129,8 @@ def lifespan(settings: Settings, clock: Clock) -> Any:
     async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         services = build_services(settings, clock)
         app.state.services = services
+        # Keeps the admin signing keys within their max-age; stopped by aclose() below.
+        services.jwks.start()
         try:
             yield
         finally:

@@ -11,11 +11,19 @@ from shared.sessions.model import PaymentMethodType
 _Short = Annotated[str, msgspec.Meta(max_length=200)]
 
 
+# ASCII digits only, spelled out: `\d` and `str.isdigit()` also take Arabic-Indic, full-width
+# and superscript digits, and a card typed in those got another fingerprint than the same card
+# in ASCII (dodging the duplicate and card-testing guards). `(?!\n)` because Python's `$` also
+# matches before a final newline (JSON Schema readers take the same pattern).
+CardNumber = Annotated[str, msgspec.Meta(pattern=r"^[0-9 -]{12,23}$(?!\n)")]
+Cvc = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{3,4}$(?!\n)")]
+
+
 class CardInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="card"):
-    number: Annotated[str, msgspec.Meta(min_length=12, max_length=23)]
+    number: CardNumber
     exp_month: Annotated[int, msgspec.Meta(ge=1, le=12)]
     exp_year: Annotated[int, msgspec.Meta(ge=2000, le=2100)]
-    cvc: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{3,4}$")]
+    cvc: Cvc
 
 
 class AchInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="ach"):

@@ -362,6 +362,8 @@ class CheckoutService:
         now = datetime.fromtimestamp(self._clock.now_ms() / 1000, tz=UTC)
         if (card.exp_year, card.exp_month) < (now.year, now.month):
             raise ExpiredCard("The card has expired")
+        if not cards.ascii_digits(card.cvc):
+            raise ValidationFailed("payment_method.cvc: 3 or 4 digits 0-9")
         brand = cards.brand_of(pan)
         if brand == "amex" and len(card.cvc) != 4:
             raise ValidationFailed("payment_method.cvc: American Express uses 4 digits")

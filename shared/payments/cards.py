@@ -14,8 +14,16 @@ def digits_only(number: str) -> str:
     return number.replace(" ", "").replace("-", "")
 
 
+def ascii_digits(text: str) -> bool:
+    """Only 0-9: `str.isdigit()` alone also passes Arabic-Indic, full-width and superscript
+    digits (and int() refuses the last), so one card could be spelled many ways."""
+    return text.isascii() and text.isdigit()
+
+
 def luhn_valid(pan: str) -> bool:
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+    # The wire type already refuses other digits; a caller that skipped it must not pay with a
+    # card its guards cannot recognise (its fingerprint differs from the ASCII spelling's).
+    if not ascii_digits(pan) or not 12 <= len(pan) <= 19:
         return False
     total = 0
     for i, ch in enumerate(reversed(pan)):
