@@ -86,6 +86,14 @@ def decode_strict(raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise ValidationFailed(_field_message({"key": key, "message": message})) from None
     except msgspec.DecodeError:
         raise ValidationFailed("The request body is not valid JSON") from None
+    except UnicodeDecodeError:
+        # msgspec checks a string's UTF-8 only when it builds the str, and raises Python's
+        # error, not a DecodeError: a byte like 0xff in a key or value ended as a 500.
+        raise ValidationFailed("The request body is not valid UTF-8") from None
+    except RecursionError:
+        # msgspec's own depth guard. A typed decode refuses the first token of the wrong type
+        # long before, so only a free-form (`Any`) field could get here; kept as a 400 anyway.
+        raise ValidationFailed("The request body is nested too deeply") from None
 
 
 def service_error_handler(

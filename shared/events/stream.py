@@ -446,6 +446,9 @@ class AccountEvents:
         if session_id is not None and partition_of_session(session_id) != partition:
             # Not one of this account's sessions (or malformed): nothing to scan.
             return EventPage(events=[], has_more=False, next_cursor=None)
+        if starting_after == "0-0":
+            # Nothing is older than the first possible id (and Redis refuses the range `(0-0`).
+            return EventPage(events=[], has_more=False, next_cursor=None)
         index = self._keys.account_events(partition, account_uid)
         stream = self._keys.events(partition)
         wanted_type = type_code(event_type).encode() if event_type is not None else None

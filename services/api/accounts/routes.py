@@ -10,6 +10,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettingsView, to_view
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.body import strict_body
 from services.api.errors import ErrorEnvelope
 from services.api.lifespan import app_services
 from services.api.routing import get, patch
@@ -54,6 +55,10 @@ class AccountSettingsController(Controller):
         responses=_errors(
             {422: "validation_error: risk.elevated_threshold must stay below highest_threshold"}
         ),
+        # Strict like every other body: Litestar's lenient decode took "40" for 40, and its
+        # untyped first pass raised (a 500) on invalid UTF-8 and on deep nesting.
+        dto=strict_body(AccountSettingsUpdate),
+        return_dto=None,
     )
     async def update_settings(
         self,

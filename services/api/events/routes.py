@@ -21,11 +21,25 @@ AnyRequest = Request[Any, Any, Any]
 
 # A stream entry id (`<ms>-<seq>`): opaque to merchants, who only pass back `next_cursor`.
 CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+# Each half of a stream id is an unsigned 64-bit number: 20 digits can exceed it, and Redis
+# answers such an id with an error (which was a 500).
+_STREAM_ID_MAX = 2**64 - 1
+
+
+def stream_cursor(value: str) -> str:
+    """The cursor in its canonical form (no leading zeros); 400 when a half is out of range."""
+    ms, _, seq = value.partition("-")
+    ms_n, seq_n = int(ms), int(seq)
+    if ms_n > _STREAM_ID_MAX or seq_n > _STREAM_ID_MAX:
+        raise ValidationFailed("starting_after: not a cursor this API gave (out of range)")
+    return f"{ms_n}-{seq_n}"
+
 
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorEnvelope, description=text)
     for status, text in {
-        400: "validation_error: malformed cursor, unknown type, limit outside 1-100, or header",
+        400: "validation_error: malformed or out-of-range cursor, unknown type, limit outside "
+        "1-100, or header",
         401: "validation_error: missing or invalid admin token",
         403: "insufficient_scope: the token may not act on this account",
         503: "network_error: the store is briefly unavailable (recoverable)",
@@ -44,7 +58,8 @@ class EventController(Controller):
         summary="List the account's events, newest first (replay)",
         description=(
             "Events kept in the stream (at least HS_EVENT_MIN_RETENTION_SECONDS) are listed "
-            "newest first; follow `next_cursor` with `starting_after` for older ones. With a "
+            "newest first; follow `next_cursor` with `starting_after` for older ones "
+            "(`0-0` is a valid position with nothing older: an empty page). With a "
             "filter, a page may hold fewer than `limit` events and still have `has_more`. "
             f"Types: {', '.join(EVENT_TYPES)}."
         ),
@@ -68,7 +83,7 @@ class EventController(Controller):
         page = await app_services(request).events.page(
             principal_of(request).account_uid,
             limit=limit,
-            starting_after=starting_after,
+            starting_after=None if starting_after is None else stream_cursor(starting_after),
             event_type=event_type,
             session_id=session_id,
         )
