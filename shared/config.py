@@ -18,6 +18,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Environment = "development"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = 64
+    # The longest any one Redis wait may take (a reply, a free pooled connection, a connect),
+    # retries included: a hung Redis fails a request with 503 in about this long, well within
+    # a client's patience (docs/architecture.md, Redis faults). /readyz waits at most the
+    # second one.
+    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    redis_ready_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
     key_prefix: str = "hs"
     # base64 of 32 bytes: AES-256-GCM key for fraud signals and replayed responses at rest.
     data_key: str = ""

@@ -112,7 +112,8 @@ def stored_events(client: SyncRedis, prefix: str) -> dict[str, list[str]]:
     """session id -> the types of its events, in stream order, over all partitions."""
     out: dict[str, list[str]] = {}
     for stream in Keys(prefix).all_event_streams():
-        for _, fields in client.xrange(stream):
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream)  # type: ignore[assignment]  # the sync client's stub says Awaitable too
+        for _, fields in entries:
             head, _ = read_stored_event(fields[b"e"])
             out.setdefault(head.session_id, []).append(head.type)
     return out
