@@ -11,20 +11,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from shared.config import Settings
-from tests.faults.conftest import RedisServer, assert_error_envelope, stored_events
+from tests.faults.conftest import RedisServer
+from tests.faults.traffic import LOCK_S, Load, check_nothing_half_written
 from tests.processes import api_process
-from tests.support import seed_body
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,52 +30,6 @@ DEADLINE_S = 2.0  # the API's HS_REDIS_TIMEOUT_SECONDS default
 # its own work; a client's patience is well above this.
 ANSWER_WITHIN_S = DEADLINE_S + 1.0
 READY_WITHIN_S = 1.5
-# Bounds how long a retry of a create whose outcome was unknown answers 409 (in flight).
-LOCK_S = 4
-
-
-@dataclass
-class Attempt:
-    key: str
-    status: int
-    elapsed: float
-    started: float
-    body: dict[str, Any] | None
-    retry_after: str | None
-
-
-@dataclass
-class Load:
-    """Creates from a few client threads, each with its own Idempotency-Key."""
-
-    base_url: str
-    headers: dict[str, str]
-    attempts: list[Attempt] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=30) as http:
-            while not self.stop.is_set():
-                key = uuid.uuid4().hex
-                started = time.monotonic()
-                try:
-                    r = http.post(
-                        "/v1/hosted-sessions",
-                        json=seed_body(),
-                        headers={"Idempotency-Key": key},
-                    )
-                except httpx.TransportError:  # must not happen: recorded as a failure
-                    status, body, retry_after = 0, None, None
-                else:
-                    status, retry_after = r.status_code, r.headers.get("retry-after")
-                    body = r.json() if r.content else None
-                with self.lock:
-                    self.attempts.append(
-                        Attempt(key, status, time.monotonic() - started, started, body, retry_after)
-                    )
-                if status != 201:
-                    time.sleep(0.05)
 
 
 def _readyz_during(base_url: str, results: list[tuple[int, float]]) -> None:
@@ -148,57 +99,7 @@ def _run_hang(
         assert len(resumed) >= 5, "service did not resume by itself"
         assert httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200
 
-        _check_nothing_half_written(settings, server, base_url, headers, attempts)
-
-
-def _check_nothing_half_written(
-    settings: Settings,
-    server: RedisServer,
-    base_url: str,
-    headers: dict[str, str],
-    attempts: list[Attempt],
-) -> None:
-    with httpx.Client(base_url=base_url, headers=headers, timeout=10) as http:
-        created: dict[str, str] = {}  # idempotency key -> session id
-        for a in attempts:
-            if a.status == 201:
-                assert a.body is not None
-                created[a.key] = a.body["session_id"]
-        # Every 503'd create, retried with its key, ends as exactly one session: replayed when
-        # its script ran after all, created now when it did not.
-        for a in attempts:
-            if a.status == 201:
-                continue
-            give_up = time.monotonic() + LOCK_S + 10
-            while True:
-                r = http.post(
-                    "/v1/hosted-sessions", json=seed_body(), headers={"Idempotency-Key": a.key}
-                )
-                if r.status_code == 201:
-                    created[a.key] = r.json()["session_id"]
-                    break
-                # The first request's outcome is unknown until its lock lapses: in flight.
-                assert assert_error_envelope(r, 409, "validation_error")["recoverable"] is True
-                assert time.monotonic() < give_up, "a retried create never settled"
-                time.sleep(float(r.headers.get("retry-after", "1")))
-            again = http.post(
-                "/v1/hosted-sessions", json=seed_body(), headers={"Idempotency-Key": a.key}
-            )
-            assert again.status_code == 201, again.text
-            assert again.json()["session_id"] == created[a.key]
-        assert len(set(created.values())) == len(created)
-        for session_id in created.values():
-            r = http.get(f"/v1/hosted-sessions/{session_id}")
-            assert r.status_code == 200, (session_id, r.text)
-    client = server.client()
-    try:
-        events = stored_events(client, settings.key_prefix)
-    finally:
-        client.close()
-    # Exactly the sessions the clients were told of, each with its created event, once.
-    assert set(events) == set(created.values())
-    for session_id, types in events.items():
-        assert types == ["hosted_session.created"], (session_id, types)
+        check_nothing_half_written(settings, server, base_url, headers, attempts, LOCK_S)
 
 
 def test_sigstopped_redis(
