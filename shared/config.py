@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_lock_seconds: int = 60
     # Test seam: the API's clock runs this many ms off the real one (refused in production).
     clock_offset_ms: int = 0
+    # Test seam: the payment simulator answers a charge it has just made this many seconds
+    # late, so a fault test can kill the API between the charge and the session's update
+    # (refused in production).
+    payment_simulator_answer_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON when stdout is not a TTY
     worker_poll_delay_seconds: float = 0.25
@@ -98,6 +102,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.env == "production" and self.clock_offset_ms:
             raise ValueError("HS_CLOCK_OFFSET_MS is a test seam and is refused in production")
+        if self.env == "production" and self.payment_simulator_answer_delay_seconds:
+            raise ValueError(
+                "HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS is a test seam and is refused in"
+                " production"
+            )
         if self.env == "production" and not self.data_key:
             raise ValueError("HS_DATA_KEY is required in production")
 
