@@ -18,6 +18,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Environment = "development"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = 64
+    # The longest any one Redis wait may take (a reply, a free pooled connection, a connect),
+    # retries included: a hung Redis fails a request with 503 in about this long, well within
+    # a client's patience (docs/architecture.md, Redis faults). /readyz waits at most the
+    # second one.
+    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    redis_ready_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
     key_prefix: str = "hs"
     # base64 of 32 bytes: AES-256-GCM key for fraud signals and replayed responses at rest.
     data_key: str = ""
@@ -48,6 +54,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_lock_seconds: int = 60
     # Test seam: the API's clock runs this many ms off the real one (refused in production).
     clock_offset_ms: int = 0
+    # Test seam: the payment simulator answers a charge it has just made this many seconds
+    # late, so a fault test can kill the API between the charge and the session's update
+    # (refused in production).
+    payment_simulator_answer_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON when stdout is not a TTY
     worker_poll_delay_seconds: float = 0.25
@@ -103,6 +113,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("HS_CLOCK_OFFSET_MS is a test seam and is refused in production")
         if not self.jwks_max_age_min_seconds <= self.jwks_max_age_max_seconds:
             raise ValueError("HS_JWKS_MAX_AGE_MIN_SECONDS exceeds HS_JWKS_MAX_AGE_MAX_SECONDS")
+        if self.env == "production" and self.payment_simulator_answer_delay_seconds:
+            raise ValueError(
+                "HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS is a test seam and is refused in"
+                " production"
+            )
         if self.env == "production" and not self.data_key:
             raise ValueError("HS_DATA_KEY is required in production")
 

@@ -99,7 +99,11 @@ def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
         sessions,
         CheckoutStore(redis, keys),
         wallet,
-        SimulatedProcessor(redis, settings.key_prefix),
+        SimulatedProcessor(
+            redis,
+            settings.key_prefix,
+            answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
+        ),
         confirm_risk,
         fees,
         cipher,

@@ -130,6 +130,8 @@ def http_error_handler(
 def unexpected_error_handler(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[ErrorEnvelope]:
+    # Redis down, hung past its deadline, killed our connection or still loading its data
+    # (BusyLoadingError is a ConnectionError): a retry soon may work, never a 500.
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         log.warning("redis.unavailable", error=type(exc).__name__)
         return _render(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, get
@@ -18,9 +19,12 @@ def healthz() -> dict[str, str]:
 
 @get("/readyz", include_in_schema=False)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-    """Redis answers: the process can serve."""
+    """Redis answers: the process can serve. Within HS_REDIS_READY_TIMEOUT_SECONDS: a load
+    balancer's probe must get its 503 before its own timeout, however Redis fails."""
+    services = app_services(request)
     try:
-        await app_services(request).redis.ping()
+        async with asyncio.timeout(services.settings.redis_ready_timeout_seconds):
+            await services.redis.ping()
     except Exception:
         return Response({"status": "unavailable"}, status_code=503)
     return Response({"status": "ok"})

@@ -94,7 +94,9 @@ class IdempotencyService:
             )
         )
         current = await self._store.lock_or_get(redis_key, pending, self._lock)
-        if current is None:
+        # Our own pending record: the lock was taken by this very call, whose first try's
+        # reply was lost and whose retry (a new connection) found it (random token).
+        if current is None or current == pending:
             return Claim(redis_key=redis_key, fingerprint=fingerprint, pending=pending)
         record = _DECODER.decode(current)
         if record.fingerprint.hex() != fingerprint:

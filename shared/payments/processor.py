@@ -134,10 +134,21 @@ class SimulatedProcessor:
     """Keeps its ledger in Redis (as a real processor keeps its own), so a repeated key finds
     the first outcome even across our crashes and replicas."""
 
-    def __init__(self, redis: Redis, prefix: str, *, slow_seconds: float = SLOW_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        slow_seconds: float = SLOW_SECONDS,
+        answer_delay_seconds: float = 0.0,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._slow = slow_seconds
+        # Test seam (HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS): a new charge is answered this
+        # late, after it is recorded: the window where the processor has charged and the
+        # session does not know yet (tests/faults kill the API in it).
+        self._answer_delay = answer_delay_seconds
         self._charge = redis.register_script(_CHARGE)
 
     def _ledger_key(self, idempotency_key: str) -> str:
@@ -168,6 +179,8 @@ class SimulatedProcessor:
         )
         if not recorded:
             return _LEDGER.decode(stands)
+        if self._answer_delay:
+            await asyncio.sleep(self._answer_delay)
         if outcome == "network_error":
             # Charged, but the answer never arrives: only a retry with the key learns it.
             raise ProcessorTimeout("the processor did not answer in time")

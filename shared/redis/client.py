@@ -17,6 +17,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.config import Settings
 from shared.redis.multiplex import MultiplexedRedis, ScriptRoutingRedis
 
+_CONNECT_TIMEOUT_S = 2.0
+
 
 class HiredisPackingConnection(Connection):
     """redis-py's async connection packs commands in Python (~20 us for a session write's
@@ -71,22 +73,38 @@ def create_redis(
 ) -> Redis:
     """A client on a blocking pool (the default pool raises when capped; this one waits).
 
+    Every wait is bounded by `settings.redis_timeout_seconds`: a free pooled connection, a
+    connect, a reply, and on the multiplexed connection a command's whole stay, retries
+    included. A lost connection is retried (on a new one); a timeout is not: the server is
+    slow or hung, another try would only wait again, and the command may still run.
+
     `multiplex_scripts`: Lua script calls share one auto-pipelined connection
     (shared/redis/multiplex.py) — for the API, whose requests are mostly one script call
     each. Only over redis:// and unix:// (TLS stays on the pool alone)."""
+    timeout_s = settings.redis_timeout_seconds
+    connect_timeout_s = min(_CONNECT_TIMEOUT_S, timeout_s)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
-        timeout=5,  # seconds to wait for a free connection before failing the request
-        socket_timeout=5,
-        socket_connect_timeout=2,
+        timeout=timeout_s,  # to wait for a free connection before failing the request
+        socket_timeout=timeout_s,
+        socket_connect_timeout=connect_timeout_s,
         health_check_interval=30,
         connection_class=HiredisPackingConnection,
         client_name=client_name,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries=2,
+            supported_errors=(RedisConnectionError,),
+        ),
+        retry_on_error=[RedisConnectionError],
     )
     if multiplex_scripts and settings.redis_url.startswith(("redis://", "unix://")):
-        mux = MultiplexedRedis(settings.redis_url, client_name=f"{client_name}-mux")
+        mux = MultiplexedRedis(
+            settings.redis_url,
+            client_name=f"{client_name}-mux",
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        )
         return ScriptRoutingRedis(mux=mux, connection_pool=pool)
     return Redis(connection_pool=pool)

@@ -36,7 +36,8 @@ from redis.typing import EncodableT, KeyT, ScriptTextT
 
 Arg = str | bytes | int | float
 
-_RETRIES = 2  # as the pooled client: a lost connection is retried twice, with a backoff
+_RETRIES = 2  # as the pooled client: a lost connection is retried twice, with a backoff,
+# within the command's deadline; a timeout is not retried (see `MultiplexedRedis.execute`)
 _BACKOFF_SECONDS = 0.05
 
 
@@ -53,11 +54,13 @@ def _parse_error(message: str) -> RedisError:
 
 class _Protocol(asyncio.Protocol):
     """Feeds replies to the waiting futures in order; fails them all when the link drops or
-    the oldest one waits past the timeout.
+    one waits past its deadline.
 
-    One watchdog timer per connection instead of a timeout per command: replies come in
-    order, so only the oldest waiter can be the first one late (asyncio.timeout per command
-    cost ~15 % of a confirm's CPU, py-spy)."""
+    One watchdog timer per connection instead of a timeout per command (asyncio.timeout per
+    command cost ~15 % of a confirm's CPU, py-spy). Replies come in order, so one hung reply
+    holds every caller behind it: when any waiter is past its deadline the connection is
+    dropped, every waiter fails (RedisTimeoutError: the API's 503), and the next command
+    connects afresh. Its replies, should the server answer late, go nowhere."""
 
     def __init__(self, timeout_s: float) -> None:
         self.transport: asyncio.Transport | None = None
@@ -78,12 +81,13 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             return
         loop = asyncio.get_running_loop()
-        if self.pending and self.pending[0][1] < loop.time():
-            # No answer in time: the link is presumed dead, as the pooled client presumes;
-            # every waiter fails (and retries on a new connection).
+        # Every waiter's deadline, not only the oldest's: a command retried after a lost
+        # connection keeps its first deadline, which may come before older waiters' ones.
+        if self.pending and min(deadline for _, deadline in self.pending) < loop.time():
+            # No answer in time: the link is presumed dead, as the pooled client presumes.
             self.abort(RedisTimeoutError("Timeout reading from Redis"))
             return
-        self._watchdog = loop.call_later(max(0.01, self.timeout_s / 4), self._watch)
+        self._watchdog = loop.call_later(max(0.01, self.timeout_s / 8), self._watch)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -151,49 +155,73 @@ class MultiplexedRedis:
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._protocol: _Protocol | None = None
-        self._connecting = asyncio.Lock()
+        # The connect in progress, shared by every caller that needs it.
+        self._connecting: asyncio.Future[_Protocol] | None = None
 
     def register_script(self, source: str) -> MultiplexedScript:
         return MultiplexedScript(self, source)
 
     async def execute(self, *args: Arg) -> Any:
-        """Send one command (pipelined with everyone else's) and return its raw reply."""
-        for attempt in range(_RETRIES + 1):
+        """Send one command (pipelined with everyone else's) and return its raw reply.
+
+        Everything the call waits for (a connect, the reply, a retry's backoff) fits in one
+        deadline, `timeout_s` from the call; past it, RedisTimeoutError. A lost connection
+        is retried on a new one within that deadline; a timeout is not: the server is slow
+        or hung, another try would only wait again. Either way a command that failed may
+        still have run (a write's outcome is unknown): callers' writes are safe to repeat
+        (SET NX creates, compare-and-set changes, the charge's idempotency key)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        attempt = 0
+        while True:
             try:
                 protocol = self._protocol
                 if protocol is None or protocol.closed:
-                    protocol = await self._connected()
+                    protocol = await self._connected(deadline)
                 # Queued without another coroutine layer: this runs for every command.
-                return await self._queue(protocol, args)
-            except (RedisConnectionError, RedisTimeoutError):
-                if attempt == _RETRIES:
+                return await self._queue(protocol, args, deadline)
+            except RedisConnectionError:
+                backoff = _BACKOFF_SECONDS * 2**attempt
+                attempt += 1
+                if attempt > _RETRIES or loop.time() + backoff >= deadline:
                     raise
-                await asyncio.sleep(_BACKOFF_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")  # the loop returns or raises
+                await asyncio.sleep(backoff)
 
-    def _queue(self, protocol: _Protocol, args: Sequence[Arg]) -> asyncio.Future[Any]:
+    def _queue(
+        self, protocol: _Protocol, args: Sequence[Arg], deadline: float
+    ) -> asyncio.Future[Any]:
         """The command in this turn's outbox; its future resolves to the reply (the
-        protocol's watchdog bounds the wait)."""
+        protocol's watchdog enforces the deadline)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         packed = _pack(args)  # before queueing: a TypeError leaves nothing behind
-        protocol.pending.append((future, loop.time() + self._timeout_s))
+        protocol.pending.append((future, deadline))
         if not protocol.outbox:
             loop.call_soon(protocol.flush)
         protocol.outbox.append(packed)
         return future
 
-    async def _connected(self) -> _Protocol:
+    async def _connected(self, deadline: float) -> _Protocol:
+        """The live connection, else a new one. One connect at a time, shared by all who
+        wait for it, each no longer than its own deadline: waiting in turn for a lock, as
+        before, stacked a connect timeout per waiter while Redis hung."""
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
             return protocol
-        async with self._connecting:
-            if self._protocol is not None and not self._protocol.closed:
-                return self._protocol
-            self._protocol = await self._connect()
-            return self._protocol
+        connecting = self._connecting
+        if connecting is None or connecting.done():
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                # Shielded: one caller's deadline does not cancel the others' connect.
+                return await asyncio.shield(connecting)
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout connecting to Redis") from None
 
     async def _connect(self) -> _Protocol:
+        """A connection set up (AUTH, SELECT, CLIENT SETNAME) within the connect timeout;
+        raises only RedisConnectionError or RedisTimeoutError (the API's 503)."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
@@ -222,12 +250,21 @@ class MultiplexedRedis:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await asyncio.gather(*futures)
+        except TimeoutError:
+            # A stopped server still completes TCP handshakes (the kernel does): its silence
+            # shows here. Not the builtin TimeoutError: that would be a 500.
+            protocol.abort(RedisTimeoutError("Redis connection set-up timed out"))
+            raise RedisTimeoutError("Timeout setting up the connection to Redis") from None
         except BaseException:
             protocol.abort(RedisConnectionError("Redis connection set-up failed"))
             raise
+        self._protocol = protocol
         return protocol
 
     async def aclose(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
