@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 OPENAPI_OUT ?= docs/openapi.json
 
-.PHONY: install run test lint format openapi bench clean
+.PHONY: install run test lint format openapi bench soak clean
 
 install: $(STAMP)
 
@@ -47,6 +47,17 @@ format: install
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The soak (soak/run.py; README "Reliability"): ~10 min of mixed traffic against a real API
+# and two real workers on the machine's Redis (database 9, own key prefix, deleted after) while
+# the workers are killed at random and the webhook receiver fails and stalls; then drain, the
+# invariants checker, a log scan and the fuzz suite (HS_FUZZ_EXAMPLES=SOAK_FUZZ_EXAMPLES).
+# At most 20 minutes; SOAK_SECONDS=120 shortens the traffic, SOAK_ARGS=--smoke is ~60 s.
+# Figures in soak/out/summary.json; exits non-zero on any violation.
+SOAK_ARGS ?=
+SOAK_FUZZ_EXAMPLES ?= 3000
+soak: install
+	$(BIN)/python -m soak.run --fuzz-examples $(SOAK_FUZZ_EXAMPLES) $(SOAK_ARGS)
 
 # Through a temp file, so a failed run never leaves a truncated schema behind.
 openapi: install

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from shared.config import Settings
 from shared.devkeys import DevKeys, ensure_dev_keys, mint_admin_token
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
+from tests import logscan
 from tests.support import ACCOUNT
 
 
@@ -93,3 +94,30 @@ def token_for(dev_keys: tuple[DevKeys, Path], settings: Settings) -> Callable[..
 @pytest.fixture
 def admin_headers(token_for: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(ACCOUNT)}", "X-Payment-Account-Uid": ACCOUNT}
+
+
+# --- the log scan (tests/logscan.py): every log a test's child process wrote, and every
+# test's captured output (the in-process app logs through structlog to stdout), is scanned
+# for secrets and PII when the run ends; a finding fails the run with its file and line.
+_CAPTURED_HITS: list[logscan.Hit] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, content in report.sections:
+        if name.startswith("Captured"):
+            _CAPTURED_HITS.extend(logscan.scan_text(content, f"{report.nodeid} [{name}]"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    hits = _CAPTURED_HITS + logscan.scan_paths(logscan.LOG_PATHS)
+    if not hits:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"log scan: {len(hits)} secret(s) or PII found in logs", *(f"  {h}" for h in hits)]
+    if reporter is not None:
+        reporter.write_sep("=", "log scan", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    else:
+        print("\n".join(lines))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from shared.config import Settings
+from tests.logscan import register
 
 
 def free_port() -> int:
@@ -35,6 +36,7 @@ def start_worker(
     extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """A worker process for `queues` (comma-separated), logging to `log_path` (appended)."""
+    register(log_path)  # scanned for secrets when the test run ends (tests/logscan.py)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "services.cli", "worker", "--queues", queues],
@@ -62,6 +64,7 @@ def api_process(
 ) -> Iterator[str]:
     """An API process on a free port; yields its base URL once /readyz answers."""
     port = free_port()
+    register(log_path)
     env = child_env(settings, {"HS_API_PORT": str(port), **(extra_env or {})})
     with log_path.open("ab") as log:
         proc = subprocess.Popen(

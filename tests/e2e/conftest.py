@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shared.config import Settings
+from tests.logscan import register
 from tests.processes import free_port
 
 # The API process's clock runs 298 s behind real time (a test seam refused in production), so
@@ -40,7 +41,7 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
         "HS_CLOCK_OFFSET_MS": str(API_CLOCK_OFFSET_MS),
         "HS_LOG_JSON": "true",
     }
-    log_path = tmp_path / "stack.log"
+    log_path = register(tmp_path / "stack.log")
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "dev"],
