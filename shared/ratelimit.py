@@ -201,11 +201,15 @@ class CardTestingGuard:
 
     def _checks(self, account_uid: str, fingerprint: str, address: str | None) -> list[Check]:
         # Both keys carry the account's tag: one Lua step over one slot.
-        checks = [(self._keys.card_testing(account_uid, "fp", fingerprint), self._per_card)]
-        if address:
-            key = self._keys.card_testing(account_uid, "ip", self._digest(address))
-            checks.append((key, self._per_ip))
-        return checks
+        # Never without the address check: a caller whose address is unknown (no peer, e.g. a
+        # Unix socket) shares one budget with every other such caller rather than having none.
+        address_key = self._keys.card_testing(
+            account_uid, "ip", self._digest(address or _UNKNOWN_ADDRESS)
+        )
+        return [
+            (self._keys.card_testing(account_uid, "fp", fingerprint), self._per_card),
+            (address_key, self._per_ip),
+        ]
 
     async def check(self, account_uid: str, fingerprint: str, address: str | None) -> None:
         """Raise RateLimited (with Retry-After) when this card or address has failed too
@@ -230,6 +234,7 @@ class CardTestingGuard:
 
 _MINUTE = 60
 _HOUR = 3600
+_UNKNOWN_ADDRESS = "unknown"  # not an IP address: never any real client's budget
 
 
 def build_rate_limits(

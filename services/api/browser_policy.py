@@ -51,9 +51,14 @@ log = structlog.get_logger(__name__)
 
 # Every browser endpoint, by the part after the session id. A new browser route must be
 # added here to get CORS and limits (tests/api/test_origins_cors.py checks the app's routes).
+# Slashes as Litestar's router reads them (`normalize_path`, then the trie's split): any run
+# of them separates two segments, and any number may lead or trail. `//confirm` reaches the
+# confirm handler, so it must get the confirm policy (tests/api/test_origins_cors.py
+# compares this with the router on such spellings). One regex: no per-request normalising.
 _BROWSER_PATH = re.compile(
-    r"^/v1/hosted-sessions/(?P<session_id>[^/]+)/"
-    r"(?P<action>config|quote-fee|challenge/verify|challenge|confirm|payment-methods(?:/[^/]+)?)/?$"
+    r"^/*v1/+hosted-sessions/+(?P<session_id>[^/]+)/+"
+    r"(?P<action>config|quote-fee|challenge/+verify|challenge|confirm"
+    r"|payment-methods(?:/+[^/]+)?)/*$"
 )
 _ACTIONS: dict[str, tuple[Bucket, str]] = {
     "config": ("read", "GET"),
@@ -95,6 +100,8 @@ def browser_route(path: str) -> BrowserRoute | None:
     if match is None:
         return None
     action = match["action"]
+    if action.startswith("challenge/"):
+        action = "challenge/verify"
     template = f"/v1/hosted-sessions/{{session_id}}/{action}"
     if action.startswith("payment-methods/"):
         action = "payment-methods/"
@@ -103,6 +110,15 @@ def browser_route(path: str) -> BrowserRoute | None:
     return BrowserRoute(
         session_id=match["session_id"], bucket=bucket, methods=methods, template=template
     )
+
+
+def _routed_path(scope: Scope) -> str:
+    """The path the router matches: without the root path, as Litestar's ASGIRouter cuts it
+    (the server sets none today; a deployment under a prefix must not lose the policy)."""
+    path = scope["path"]
+    if root_path := scope.get("root_path"):
+        path = path.split(root_path, maxsplit=1)[-1]
+    return path
 
 
 def client_address(scope: Scope, trusted_hops: int) -> str:
@@ -129,9 +145,13 @@ def client_address(scope: Scope, trusted_hops: int) -> str:
 
 
 def client_ip_of(request: Request[Any, Any, Any]) -> str | None:
-    """The client address the middleware settled on for this browser request."""
+    """The client address the middleware settled on for this browser request; the TCP peer
+    if it settled on none (the card-testing guard must count every confirm by an address)."""
     value = request.scope.get("state", {}).get(_CLIENT_IP)
-    return str(value) if value else None
+    if value:
+        return str(value)
+    client = request.scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -176,7 +196,7 @@ class BrowserPolicy:
         """Wrap the app: browser paths get address limits, preflights and CORS headers."""
 
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            route = browser_route(scope["path"]) if scope["type"] == ScopeType.HTTP else None
+            route = browser_route(_routed_path(scope)) if scope["type"] == ScopeType.HTTP else None
             if route is None:
                 await app(scope, receive, send)
                 return

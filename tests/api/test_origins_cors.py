@@ -12,6 +12,7 @@ import httpx
 import msgspec
 import pytest
 from litestar.routes import HTTPRoute
+from litestar.utils import normalize_path
 
 from services.api.app import create_app
 from services.api.auth.browser import require_client_secret
@@ -284,3 +285,46 @@ def test_every_browser_route_gets_cors_and_the_session_limit(settings: Settings)
             elif "OPTIONS" not in handler.http_methods:
                 assert browser_route(path) is None, path
     assert seen >= 8  # config, confirm, challenge x2, quote-fee, wallet x3
+
+
+def test_the_policy_reads_paths_as_the_router_does(settings: Settings) -> None:
+    """Every spelling the router dispatches to a browser handler gets that handler's policy
+    (a doubled or leading slash once reached confirm without CORS or any limit), and no
+    spelling of another route is taken for a browser one."""
+    app = create_app(settings)
+    router = app.asgi_router
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        path = re.sub(
+            r"\{(\w+):\w+\}",
+            lambda m: f"cs_0{'a' * 15}" if m[1] == "session_id" else "pm_x",
+            route.path,
+        )
+        inner = path.strip("/")
+        spellings = [
+            path,
+            f"//{inner}",
+            f"/{inner}/",
+            f"/{inner}//",
+            f"///{inner.replace('/', '//')}",
+            f"/{inner.replace('/', '///')}///",
+        ]
+        for handler in route.route_handlers:
+            if "OPTIONS" in handler.http_methods and len(handler.http_methods) == 1:
+                continue
+            method = sorted(handler.http_methods)[0]
+            browser = require_client_secret in handler.resolve_guards()
+            for spelling in spellings:
+                # What Litestar's ASGIRouter does with scope["path"].
+                _, matched, _, _, template = router.handle_routing(normalize_path(spelling), method)
+                assert matched is handler, spelling
+                policy = browser_route(spelling)
+                if browser:
+                    assert policy is not None, spelling
+                    assert policy.template == re.sub(r":\w+\}", "}", template), spelling
+                    checked += 1
+                else:
+                    assert policy is None, spelling
+    assert checked >= 8 * 6

@@ -272,3 +272,87 @@ async def test_card_testing_by_address_across_cards_and_sessions(
             assert r.status_code == 502
         r = await shopper.post(f"{URL}/{sid}/confirm", json=card(), headers=browser)
         assert r.status_code == 200, r.text
+
+
+def path_variants(session_id: str, action: str) -> list[str]:
+    """Spellings of one browser path that Litestar's router dispatches to the same handler
+    (it strips slashes at both ends and collapses runs of them; the server decodes %2F)."""
+    return [
+        f"{URL}/{session_id}//{action}",
+        # Absolute: a relative `//v1/...` would name a host.
+        f"http://api/{URL}/{session_id}/{action}",
+        f"/v1//hosted-sessions/{session_id}/{action}",
+        f"{URL}/{session_id}/{action}//",
+        f"{URL}/{session_id}%2F%2F{action}",
+    ]
+
+
+async def test_every_spelling_of_a_browser_path_is_limited_per_address(
+    serve: Serve, admin_headers: dict[str, str], clock: ManualClock
+) -> None:
+    variants = path_variants("{sid}", "config")
+    async with serve(rate_limit_reads_per_ip=len(variants)) as [client]:
+        sid, browser = await open_session(client, admin_headers, clock)
+        for path in variants:
+            r = await client.get(path.format(sid=sid), headers=browser)
+            assert r.status_code == 200, (path, r.text)
+        for path in variants:
+            assert_limited(await client.get(path.format(sid=sid), headers=browser))
+    confirms = path_variants("{sid}", "confirm")
+    addresses = tuple(f"203.0.113.{n}" for n in range(10, 10 + len(confirms)))
+    async with serve(addresses, rate_limit_confirms_per_ip=1) as clients:
+        for client, path in zip(clients, confirms, strict=True):
+            sid, browser = await open_session(client, admin_headers, clock)
+            r = await client.post(f"{URL}/{sid}/confirm", json=card(DECLINE), headers=browser)
+            assert r.status_code == 402, r.text
+            r = await client.post(path.format(sid=sid), json=card(), headers=browser)
+            assert_limited(r)
+
+
+async def test_every_spelling_of_a_browser_path_is_limited_per_session(
+    serve: Serve, admin_headers: dict[str, str], clock: ManualClock
+) -> None:
+    variants = path_variants("{sid}", "quote-fee")
+    async with serve(rate_limit_reads_per_session=len(variants)) as [client]:
+        sid, browser = await open_session(client, admin_headers, clock)
+        body = {"payment_method_type": "card"}
+        for path in variants:
+            r = await client.post(path.format(sid=sid), json=body, headers=browser)
+            assert r.status_code == 201, (path, r.text)
+        assert_limited(await client.get(f"{URL}/{sid}/config", headers=browser))
+        for path in path_variants(sid, "config"):
+            assert_limited(await client.get(path, headers=browser))
+
+
+async def test_every_spelling_of_a_browser_path_gets_cors_and_vary(
+    serve: Serve, admin_headers: dict[str, str], clock: ManualClock
+) -> None:
+    shop = {"Origin": "https://example.com"}
+    async with serve() as [client]:
+        sid, browser = await open_session(client, admin_headers, clock)
+        for path in path_variants(sid, "config"):
+            r = await client.get(path, headers={**browser, **shop})
+            assert r.status_code == 200, (path, r.text)
+            assert r.headers["vary"] == "Origin", path
+            assert r.headers["access-control-allow-origin"] == "https://example.com", path
+            r = await client.options(path, headers={**shop, "Access-Control-Request-Method": "GET"})
+            assert r.status_code == 204, (path, r.text)
+            assert r.headers["access-control-allow-methods"] == "GET", path
+
+
+async def test_card_testing_counts_declines_by_address_on_every_spelling(
+    serve: Serve, admin_headers: dict[str, str], clock: ManualClock
+) -> None:
+    variants = path_variants("{sid}", "confirm")
+    async with serve(card_testing_failures_per_ip=len(variants)) as [tester]:
+        declining = ["4000000000000002", "4000000000009995", "4000000000000127"]
+        for n, path in enumerate(variants):
+            sid, browser = await open_session(tester, admin_headers, clock)
+            r = await tester.post(
+                path.format(sid=sid), json=card(declining[n % 3]), headers=browser
+            )
+            assert r.status_code == 402, (path, r.text)
+        for path in variants:
+            sid, browser = await open_session(tester, admin_headers, clock)
+            r = await tester.post(path.format(sid=sid), json=card(), headers=browser)
+            assert_limited(r)

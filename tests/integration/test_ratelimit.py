@@ -162,9 +162,26 @@ async def test_card_testing_guard_counts_declines_per_card_and_address(
     with pytest.raises(RateLimited):
         await guard.check(account, "fp-fresh", "198.51.100.1")
     await guard.check(account, "fp-fresh", "198.51.100.2")
-    await guard.check(account, "fp-fresh", None)  # no address known: the card alone
+    await guard.check(account, "fp-fresh", None)  # no address known: a budget of its own
     clock.advance(3600)
     await guard.check(account, "fp1", "198.51.100.1")
+
+
+async def test_card_testing_guard_counts_callers_of_unknown_address_together(
+    app_redis: Redis, clock: ManualClock, settings: Settings
+) -> None:
+    """No address must not mean no address check: callers without one share a budget."""
+    tight = msgspec.structs.replace(settings, card_testing_failures_per_ip=3)
+    _, guard = build_rate_limits(tight, app_redis, clock)
+    account = "acct_rl_unknown"
+    for n in range(3):
+        await guard.check(account, f"fp-{n}", None)
+        await guard.record_failure(account, f"fp-{n}", "" if n % 2 else None)
+    with pytest.raises(RateLimited):
+        await guard.check(account, "fp-fresh", None)
+    with pytest.raises(RateLimited):
+        await guard.check(account, "fp-fresh", "")
+    await guard.check(account, "fp-fresh", "198.51.100.1")  # a known address is judged alone
 
 
 def test_addresses_are_limited_as_subscribers_hold_them() -> None:
