@@ -40,6 +40,8 @@ class DevStack:
         self.port = port
         self.log_path = log_path
         self.base_url = f"http://127.0.0.1:{port}"
+        # Every pid `tree` found: an orphan is no longer a descendant, but still ours to kill.
+        self.seen: dict[int, list[str]] = {}
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
@@ -65,7 +67,10 @@ class DevStack:
 
     def tree(self) -> list[int]:
         """The started process and every descendant, the embedded redis-server included."""
-        return [self.proc.pid, *_descendants(self.proc.pid)]
+        pids = [self.proc.pid, *_descendants(self.proc.pid)]
+        for pid in pids:
+            self.seen.setdefault(pid, _cmdline(pid))
+        return pids
 
     def children_started(self) -> bool:
         """The runner has started its API, worker and embedded Redis."""
@@ -110,10 +115,12 @@ def start_dev(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., DevS
         return stack
 
     yield start
-    # Whatever a failed test left behind is killed by pid, never by name.
+    # Whatever a failed test left behind is killed by pid, never by name (and only while
+    # the pid still runs the same command: it is not reused by someone else's process).
     for stack in started:
-        for pid in stack.tree():
-            if _alive(pid):
+        stack.tree()
+        for pid, command in stack.seen.items():
+            if _alive(pid) and _cmdline(pid) == command:
                 os.kill(pid, signal.SIGKILL)
         stack.proc.wait()
 
