@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+# make execs the recipe without a shell (keep it free of shell syntax), so `dev` shares make's
+# process group; what each signal does to the stack: docs/architecture.md (the dev runner).
 run: install
 	$(BIN)/hosted-sessions dev
 

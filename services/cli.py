@@ -10,9 +10,9 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -324,8 +324,25 @@ def ensure_data_key(path: Path) -> str:
 
 
 def _dev(settings: Settings) -> int:
+    """Redis (embedded if none answers), API and worker, until SIGINT/SIGTERM or a child
+    exits. Process model (docs/architecture.md): the children are in their own process
+    groups, stopped by this process, and killed by the kernel if it dies first."""
     from shared.devkeys import ensure_dev_keys
+    from shared.process import parent_death_preexec
     from shared.redis.embedded import EmbeddedRedis, redis_reachable
+
+    taken = _address_taken(settings.api_host, settings.api_port)
+    if taken is not None:
+        # Typically a stack that is still running: a new one would not serve this port,
+        # and its worker would share the queues with the old one's.
+        print(
+            f"hosted-sessions dev: {settings.api_host}:{settings.api_port} is already in use "
+            f"({taken}); stop what runs there (ss -ltnp 'sport = :{settings.api_port}') or "
+            "choose another port with HS_API_PORT",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
 
     dev_dir = Path(settings.dev_dir).resolve()
     dev_dir.mkdir(parents=True, exist_ok=True)
@@ -342,25 +359,33 @@ def _dev(settings: Settings) -> int:
         overrides["HS_PUBLIC_BASE_URL"] = f"http://{settings.api_host}:{settings.api_port}"
 
     env = {**os.environ, **settings.to_env(), **overrides}
-    stop = threading.Event()
+    stop_signals: list[int] = []
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Nothing but an append: a second signal can run this handler again while the first
+        # run is still inside it (`make run` gets every SIGTERM twice: the group's, then the
+        # one make forwards), and a handler that takes a lock (threading.Event.set did)
+        # deadlocks there, so the stack never stopped.
+        stop_signals.append(signum)
 
-    # Installed before anything is started, so an early Ctrl-C still runs the clean-up
-    # below (the embedded Redis is in its own process group and would otherwise linger).
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Installed before anything is started, so an early Ctrl-C still runs the clean-up below.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    # The kernel SIGKILLs each child if this process dies without stopping them (SIGKILL).
+    die_with_us = parent_death_preexec()
     embedded: EmbeddedRedis | None = None
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         redis_url = settings.redis_url
         if not redis_reachable(redis_url):
             # Kept under dev_dir with an append-only file, so dev data survives restarts.
-            embedded = EmbeddedRedis(data_dir=dev_dir / "redis", appendonly=True).start()
+            embedded = EmbeddedRedis(
+                data_dir=dev_dir / "redis", appendonly=True, die_with_parent=True
+            ).start()
             redis_url = embedded.url
             env["REDIS_URL"] = redis_url
         for name in ("api", "worker"):
-            if stop.is_set():
+            if stop_signals:
                 return 0
             # Own process groups: a terminal Ctrl-C reaches only this process, which then
             # stops the children exactly once, before Redis goes away.
@@ -369,6 +394,7 @@ def _dev(settings: Settings) -> int:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 process_group=0,
+                preexec_fn=die_with_us,
             )
         redis_note = f"embedded Redis {redis_url}" if embedded else f"Redis {redis_url}"
         print(
@@ -377,8 +403,7 @@ def _dev(settings: Settings) -> int:
             f"{_own_script()} token --account <ACCOUNT_UID>",
             flush=True,
         )
-        exit_code = 0
-        while not stop.wait(0.2):
+        while not stop_signals:
             dead = [(name, proc) for name, proc in children.items() if proc.poll() is not None]
             if dead:
                 name, proc = dead[0]
@@ -388,15 +413,43 @@ def _dev(settings: Settings) -> int:
                     flush=True,
                 )
                 # A child that exits by itself is a failure, even with code 0 or a signal.
-                exit_code = proc.returncode if proc.returncode > 0 else 1
-                break
-        return exit_code
+                return proc.returncode if proc.returncode > 0 else 1
+            # A signal cuts the sleep short only for its handler: seen within 0.2 s.
+            time.sleep(0.2)
+        return 0
     finally:
         _stop_children(list(children.values()))
         if embedded is not None:
             embedded.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Ignored, not restored, for the few milliseconds left: a late Ctrl-C (pressed
+        # again) would raise KeyboardInterrupt, and the interpreter's exit puts back the
+        # default actions, so either would end a clean stop by a signal instead of its code.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _address_taken(host: str, port: int) -> str | None:
+    """Why the API could not serve `host`:`port` (something answers there, or the address
+    cannot be bound), or None when it is free."""
+    # As uvicorn binds: IPv6 when the host has a colon, SO_REUSEADDR so that connections
+    # of a previous run still in TIME_WAIT do not count.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # A server on every interface is asked on loopback.
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            if probe.connect_ex((wildcard.get(host, host), port)) == 0:
+                return "something answers there"
+        except OSError:
+            pass  # unresolvable or unreachable: the bind below says what is wrong
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return f"it cannot be bound: {exc.strerror or exc}"
+    return None
 
 
 def _own_script() -> str:

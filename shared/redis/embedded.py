@@ -8,10 +8,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from shared.process import parent_death_preexec
 
 _STARTUP_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_SECONDS = 10.0
@@ -67,11 +70,17 @@ class EmbeddedRedis:
         appendonly: bool = False,
         binary: str | None = None,
         startup_timeout: float = _STARTUP_TIMEOUT_SECONDS,
+        die_with_parent: bool = False,
     ) -> None:
+        """`die_with_parent`: the kernel SIGKILLs the server when this process dies, however
+        it dies (Linux, `shared/process.py`), so a runner killed hard orphans no server. Off
+        by default: it needs `start` on the main thread, which callers off it cannot give."""
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._appendonly = appendonly
         self._binary = binary
         self._startup_timeout = startup_timeout
+        self._die_with_parent = die_with_parent
+        self._preexec: Callable[[], None] | None = None
         self._tmp_dir: Path | None = None
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -104,6 +113,8 @@ class EmbeddedRedis:
         if self._process is not None:
             raise RuntimeError("EmbeddedRedis is already started")
         binary = self._binary or find_redis_server()
+        if self._die_with_parent:
+            self._preexec = parent_death_preexec()
         if self._data_dir is not None:
             self._data_dir.mkdir(parents=True, exist_ok=True)
             self._dir = self._data_dir
@@ -151,6 +162,7 @@ class EmbeddedRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 process_group=0,
+                preexec_fn=self._preexec,
             )
         deadline = time.monotonic() + self._startup_timeout
         while time.monotonic() < deadline:
