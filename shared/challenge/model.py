@@ -10,6 +10,7 @@ from typing import Literal
 
 import msgspec
 
+from shared.digits import ascii_digits_in
 from shared.errors import (
     AlreadyConfirmed,
     ChallengeFailed,
@@ -92,7 +93,7 @@ def code_in(text: str) -> str | None:
 def sms_number(phone: str | None) -> str:
     """The phone to text, punctuation dropped; raises when there is none usable."""
     raw = (phone or "").strip()
-    digits = "".join(c for c in raw if c.isdigit())
+    digits = ascii_digits_in(raw)  # what an SMS gateway dials, whatever script was typed
     if not raw:
         raise ValidationFailed(
             "fraud_signals.phone: this checkout has no phone number to send a code to"
@@ -104,7 +105,7 @@ def sms_number(phone: str | None) -> str:
 
 def mask_phone(phone: str) -> str:
     """`+15555550123` -> `+1******0123`: the first and last four digits only."""
-    digits = "".join(c for c in phone if c.isdigit())
+    digits = ascii_digits_in(phone)
     plus = "+" if phone.strip().startswith("+") else ""
     if len(digits) < _MIN_PHONE_DIGITS:  # too short to show any digit and still hide it
         return plus + "*" * len(digits)

@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from shared.digits import ascii_digits_in
 from shared.sessions.model import FraudSignals, RiskLevel
 
 MAX_SCORE = 100
@@ -178,8 +179,8 @@ def email_domain(email: str) -> str:
 
 
 def canonical_phone(phone: str) -> str:
-    """Digits only, so `+1 (555) 555-0123` and `15555550123` count as one phone."""
-    return "".join(c for c in phone if c.isdigit())
+    """Digits only, so `+1 (555) 555-0123` and `15555550123` count as one phone (in any script)."""
+    return ascii_digits_in(phone)
 
 
 # A pure function of the text, and the stdlib's parser is pure Python (~3 µs a call, 2 % of

@@ -214,3 +214,11 @@ def test_an_expired_last_code_cannot_be_replaced() -> None:
 def test_verifying_before_any_code_was_sent_is_a_client_error() -> None:
     with pytest.raises(ValidationFailed, match="request one first"):
         judge(record(), True, NOW, LIMITS)
+
+
+def test_a_phone_in_other_digits_is_texted_and_masked_in_ascii() -> None:
+    # Full-width digits (what a Japanese IME types) and Arabic-Indic ones: the same number.
+    for zero in (0xFF10, 0x0660):
+        phone = "+1 " + "".join(chr(zero + int(c)) for c in "5555550123")
+        assert sms_number(phone) == "+15555550123"
+        assert mask_phone(phone) == "+1******0123"

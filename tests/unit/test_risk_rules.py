@@ -321,3 +321,20 @@ def test_update_merges_and_keeps_elevated_below_highest() -> None:
     assert apply_update(current, AccountSettingsUpdate()) == current
     with pytest.raises(ValueError, match="elevated_threshold: must be below"):
         apply_update(current, AccountSettingsUpdate(risk=RiskSettingsUpdate(elevated_threshold=75)))
+
+
+def _spelled(number: str, zero: int) -> str:
+    """ASCII digits of `number` in the script whose zero is code point `zero`."""
+    return "".join(chr(zero + int(c)) if c.isdigit() else c for c in number)
+
+
+@pytest.mark.parametrize("zero", [0x0660, 0xFF10, 0x0966])  # Arabic-Indic, full-width, Devanagari
+def test_a_phone_in_other_digits_counts_as_the_same_phone(zero: int) -> None:
+    # Otherwise each spelling is a new subject for velocity: a dodge of the per-phone limit.
+    assert rules.canonical_phone(_spelled("+1 555 555 0123", zero)) == "15555550123"
+
+
+def test_a_phone_in_superscript_digits_counts_as_the_same_phone() -> None:
+    superscript = "\u2070\u00b9\u00b2\u00b3" + "".join(chr(0x2074 + i) for i in range(6))
+    phone = "+" + "".join(superscript[int(c)] for c in "15555550123")
+    assert rules.canonical_phone(phone) == "15555550123"
