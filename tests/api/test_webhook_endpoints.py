@@ -279,7 +279,7 @@ async def test_admin_token_is_required(client: AsyncTestClient[Any]) -> None:
     for method, target in (
         ("GET", URL),
         ("POST", URL),
-        ("POST", "/v1/webhook-deliveries/x/redeliver"),
+        ("POST", "/v1/webhook-deliveries/whd_000000000000000000000000/redeliver"),
     ):
         r = await client.request(method, target, headers={"X-Payment-Account-Uid": ACCOUNT})
         assert r.status_code == 401
