@@ -124,6 +124,22 @@ async def test_colon_suffixed_endpoint_ids_are_404_and_change_nothing(
     assert [d["id"] for d in r.json()["data"]] == [delivery_id]
 
 
+async def test_a_malformed_delivery_cursor_is_a_400_never_a_key(
+    client: Client, admin_headers: dict[str, str], redis: Redis, settings: Settings
+) -> None:
+    endpoint_id = (await create(client, admin_headers))["id"]
+    delivery_id = await add_delivery(redis, settings, endpoint_id)
+    path = f"{ENDPOINTS}/{endpoint_id}/deliveries"
+    for bad in (f"{delivery_id}:x", delivery_id[:-1] + "{", delivery_id[:-1] + "é", "x" * 64):
+        r = await client.get(path, params={"starting_after": bad}, headers=admin_headers)
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["code"] == "validation_error"
+        assert r.json()["message"].startswith("starting_after: ")
+    r = await client.get(path, params={"starting_after": delivery_id}, headers=admin_headers)
+    assert r.status_code == 200
+    assert r.json()["data"] == []
+
+
 async def test_malformed_endpoint_id_in_a_message_is_not_echoed(
     client: Client, admin_headers: dict[str, str]
 ) -> None:
