@@ -14,6 +14,28 @@ PARTITIONS = 16
 SESSION_PREFIX = "cs_"
 SECRET_MARKER = "_secret_"  # noqa: S105  (the seed's separator, not a secret)
 _SESSION_ID = re.compile(re.escape(SESSION_PREFIX) + "[0-9A-Za-z]{16}")
+# The other ids a path names: prefix + a fixed number of base62 characters.
+ENDPOINT_PREFIX = "we_"
+DELIVERY_PREFIX = "whd_"
+WEBHOOK_ID_CHARS = 24
+PAYMENT_METHOD_PREFIX = "pm_"
+PAYMENT_METHOD_ID_CHARS = 20
+
+
+def _id_pattern(prefix: str, chars: int) -> re.Pattern[str]:
+    # An explicit ASCII class: `\w` or str.isalnum() would also take non-ASCII digits.
+    return re.compile(re.escape(prefix) + f"[0-9A-Za-z]{{{chars}}}")
+
+
+# Path parameter name -> the exact shape of the id it carries. Every id in a path is checked
+# against its pattern before it is used (services/api/path_ids.py), so no id that reaches a
+# key can hold the key separator, a hash-tag brace or a non-ASCII character.
+PATH_ID_PATTERNS: dict[str, re.Pattern[str]] = {
+    "session_id": _SESSION_ID,
+    "endpoint_id": _id_pattern(ENDPOINT_PREFIX, WEBHOOK_ID_CHARS),
+    "delivery_id": _id_pattern(DELIVERY_PREFIX, WEBHOOK_ID_CHARS),
+    "method_id": _id_pattern(PAYMENT_METHOD_PREFIX, PAYMENT_METHOD_ID_CHARS),
+}
 
 
 # Byte b -> BASE62[b % 62] for the 248 (= 4 * 62) values that map uniformly; the 8 above
@@ -92,6 +114,11 @@ def partition_of_session(session_id: str) -> int | None:
 def new_client_secret(session_id: str) -> str:
     """`<session_id>_secret_<32 random base62 chars>` (~190 bits)."""
     return session_id + SECRET_MARKER + random_base62(32)
+
+
+def new_payment_method_id() -> str:
+    """`pm_` + 20 random base62 chars (~119 bits): a saved payment method."""
+    return PAYMENT_METHOD_PREFIX + random_base62(PAYMENT_METHOD_ID_CHARS)
 
 
 def new_event_id() -> str:

@@ -18,6 +18,7 @@ from services.api.lifespan import lifespan
 from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
 from services.api.pages.routes import PAGE_HANDLERS
+from services.api.path_ids import require_well_formed_ids
 from services.api.responses import JSONResponse
 from services.api.sessions.routes import SessionController
 from services.api.wallet.routes import WalletController
@@ -47,6 +48,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         ],
         lifespan=[lifespan(settings, clock or SystemClock(settings.clock_offset_ms))],
         exception_handlers=EXCEPTION_HANDLERS,
+        # Before every route's own guards (Litestar runs the app's first): a malformed id
+        # in a path is a 404 whoever asks, and never reaches a key.
+        guards=[require_well_formed_ids],
         # Runs after the guards: the browser routes' per-session limit counts verified
         # credentials only. No route may set its own before_request (a test checks).
         before_request=browser.limit_session,

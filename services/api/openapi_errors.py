@@ -17,6 +17,8 @@ ADMIN_ERRORS: Mapping[int, str] = {
 BROWSER_ERRORS: Mapping[int, str] = {
     401: "validation_error: missing or wrong client secret for this session",
     403: "origin_not_allowed: the calling origin is not allowed",
+    # Checked before the credential (services/api/path_ids.py).
+    404: "validation_error: the path's session id is not one (cs_ + 16 base62 characters)",
     410: "session_expired: the session has expired",
     429: "rate_limited: too many calls (see Retry-After)",
 }

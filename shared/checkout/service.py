@@ -52,7 +52,7 @@ from shared.errors import (
     card_error,
 )
 from shared.fees.model import FeeSchedule
-from shared.ids import random_base62
+from shared.ids import new_payment_method_id
 from shared.payments import cards
 from shared.payments.processor import (
     ChargeOutcome,
@@ -394,7 +394,7 @@ class CheckoutService:
 
     def _saved_from(self, method: ResolvedMethod) -> SavedMethod:
         return SavedMethod(
-            id="pm_" + random_base62(20),
+            id=new_payment_method_id(),
             type=method.type,
             brand=method.brand,
             last4=method.last4,

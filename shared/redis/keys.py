@@ -8,6 +8,8 @@ is encoded in the session id, so browser calls that know only the id find the sa
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from shared.ids import PARTITIONS, partition_of_account
 
 
@@ -18,6 +20,19 @@ def seg(value: str) -> str:
     if "%" not in value and ":" not in value and "{" not in value and "}" not in value:
         return value
     return value.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
+
+
+def ident(value: str) -> str:
+    """An id (session, endpoint, delivery, quote) as one key segment: every id the service
+    makes passes unchanged; anything else is percent-encoded (UTF-8), so no id can carry
+    the separator `:`, a hash-tag brace or a non-ASCII character into a key, whatever
+    checked it before (paths are checked against the ids' patterns: shared.ids)."""
+    # Two C calls (an ASCII identifier is [A-Za-z_][A-Za-z0-9_]*, which every id is); the
+    # encoding is the same function for all values (quote leaves those unchanged), so two
+    # different ids never share a segment.
+    if value.isascii() and value.isidentifier():
+        return value
+    return quote(value.encode("utf-8", "surrogatepass"), safe="")
 
 
 class Keys:
@@ -36,7 +51,7 @@ class Keys:
         """STRING `<seq>;<len sh>;<len fs>;<sh><fs><doc>`: event sequence (= version), the
         secret's keyed hash, the encrypted fraud signals, the compressed msgpack record
         (`shared.sessions.store`)."""
-        return f"{self.tag(partition)}:s:{session_id}"
+        return f"{self.tag(partition)}:s:{ident(session_id)}"
 
     def status_index(self, partition: int, account_uid: str, status: str) -> str:
         """ZSET (all scores 0, ordered by member) of the account's sessions in `status`:
@@ -60,17 +75,17 @@ class Keys:
     def charge_hold(self, partition: int, session_id: str) -> str:
         """STRING (msgpack): the charge attempt holding the session while it is in flight;
         no TTL: it is dropped by the charge's outcome, or by reconciliation."""
-        return f"{self.tag(partition)}:hold:{session_id}"
+        return f"{self.tag(partition)}:hold:{ident(session_id)}"
 
     def fee_quote(self, partition: int, session_id: str, quote_id: str) -> str:
         """STRING (msgpack `FeeQuote`) with a TTL a little past the quote's validity: a fee
         promised to this session. The service's clock decides validity; the TTL cleans up."""
-        return f"{self.tag(partition)}:fq:{session_id}:{seg(quote_id)}"
+        return f"{self.tag(partition)}:fq:{ident(session_id)}:{ident(quote_id)}"
 
     def dev_sms_outbox(self, partition: int, session_id: str) -> str:
         """STRING with a short TTL, dev and test only: the last SMS text sent for the session
         (its challenge code), for tests and the developer to read. Never in production."""
-        return f"{self.tag(partition)}:dev:sms:{seg(session_id)}"
+        return f"{self.tag(partition)}:dev:sms:{ident(session_id)}"
 
     def account_events(self, partition: int, account_uid: str) -> str:
         """STREAM: one entry per event of the account, with the partition stream's entry id
@@ -140,7 +155,7 @@ class Keys:
         """HASH: doc (msgpack endpoint), v (version for compare-and-set), sk (AES-GCM signing
         secrets), after (the partition stream's last entry id when it was created)."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{seg(account_uid)}:we:{endpoint_id}"
+        return f"{tag}:a:{seg(account_uid)}:we:{ident(endpoint_id)}"
 
     def webhook_endpoints(self, account_uid: str) -> str:
         """ZSET score=created ms, member=endpoint id: the account's webhook endpoints."""
@@ -150,13 +165,13 @@ class Keys:
         """HASH with a TTL: doc (msgpack delivery), v (version for compare-and-set), body (the
         exact event JSON every attempt sends)."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{seg(account_uid)}:wd:{delivery_id}"
+        return f"{tag}:a:{seg(account_uid)}:wd:{ident(delivery_id)}"
 
     def webhook_endpoint_deliveries(self, account_uid: str, endpoint_id: str) -> str:
         """ZSET (scores 0) of `<inverted created ms>:<delivery id>`: newest first by lex order,
         capped and expiring with the deliveries it lists."""
         tag = self.tag(partition_of_account(account_uid))
-        return f"{tag}:a:{seg(account_uid)}:we:{endpoint_id}:wd"
+        return f"{tag}:a:{seg(account_uid)}:we:{ident(endpoint_id)}:wd"
 
     def webhook_due(self, partition: int) -> str:
         """ZSET score=next attempt ms, member=`<delivery id>:<account>`: pending deliveries of
@@ -172,7 +187,7 @@ class Keys:
     def rate_limit_session(self, partition: int, session_id: str, bucket: str) -> str:
         """STRING with a TTL: GCRA theoretical arrival time (µs) of a session's browser calls
         in `bucket` (`read`, `confirm`, `challenge`)."""
-        return f"{self.tag(partition)}:rl:{bucket}:s:{seg(session_id)}"
+        return f"{self.tag(partition)}:rl:{bucket}:s:{ident(session_id)}"
 
     def rate_limit_client(self, bucket: str, digest: str) -> str:
         """STRING with a TTL: GCRA arrival time (µs) of one client address's browser calls in

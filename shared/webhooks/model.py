@@ -9,14 +9,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from shared.events.model import EVENT_TYPES
-from shared.ids import BASE62
+from shared.ids import BASE62, DELIVERY_PREFIX, ENDPOINT_PREFIX, WEBHOOK_ID_CHARS
 from shared.sessions.model import iso_ms
 
-ENDPOINT_PREFIX = "we_"
-DELIVERY_PREFIX = "whd_"
-_ID_CHARS = 24
-ENDPOINT_ID_PATTERN = rf"^{ENDPOINT_PREFIX}[0-9A-Za-z]{{{_ID_CHARS}}}$"
-DELIVERY_ID_PATTERN = rf"^{DELIVERY_PREFIX}[0-9A-Za-z]{{{_ID_CHARS}}}$"
+# The ids' shapes live in shared.ids (their patterns check every id a path names).
+_ID_CHARS = WEBHOOK_ID_CHARS
 
 WILDCARD = "*"
 MAX_ENDPOINTS_PER_ACCOUNT = 16

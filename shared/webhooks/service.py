@@ -13,6 +13,7 @@ from shared.clock import Clock
 from shared.crypto import DataCipher
 from shared.errors import NotFound, SemanticValidationFailed, ValidationFailed
 from shared.events.stored import EventHead
+from shared.ids import PATH_ID_PATTERNS
 from shared.jobs import JobQueue
 from shared.webhooks.model import (
     MAX_ENDPOINTS_PER_ACCOUNT,
@@ -213,6 +214,9 @@ class WebhookService:
         await self._load(account_uid, endpoint_id)
         cursor: DeliveryRecord | None = None
         if starting_after is not None:
+            # Its shape first, like a path id's: anything else is no delivery of ours.
+            if not PATH_ID_PATTERNS["delivery_id"].fullmatch(starting_after):
+                raise ValidationFailed("starting_after: must be a delivery id (whd_…)")
             found = await self._store.load_delivery(account_uid, starting_after)
             if found is None or found.record.endpoint_id != endpoint_id:
                 raise ValidationFailed(f"starting_after: no such delivery '{starting_after}'")

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address
 from ssl import SSLContext
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpcore
@@ -25,9 +26,48 @@ from shared.config import Settings
 from shared.webhooks.model import MAX_URL_LENGTH
 
 IPAddress = IPv4Address | IPv6Address
+HostClass = Literal["public", "internal", "invalid"]
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 _KEEPALIVE_SECONDS = 30
+# Spelled out rather than left to `ipaddress`'s flags, whose lists change between Python
+# patch releases (fec0::/10, site-local, is not in 3.11's).
+_FORBIDDEN_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network": 0.x.y.z reaches the host itself on Linux
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local: cloud metadata
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+        "::/8",  # unspecified, loopback, IPv4-compatible (deprecated)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard
+        "2001::/23",  # IETF protocol assignments (Teredo among them)
+        "2001:db8::/32",
+        "3fff::/20",  # documentation
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed inside some networks)
+        "ff00::/8",  # multicast
+    )
+)
+# What a host name may hold once lower-cased (DNS letters, digits, hyphen, dot; underscore
+# for the names some providers use).
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
+_DEC = frozenset("0123456789")
+_OCT = frozenset("01234567")
+_HEX = frozenset("0123456789abcdef")
 
 
 class ForbiddenDestination(Exception):
@@ -48,8 +88,8 @@ def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
 
 
 def is_forbidden_address(address: IPAddress) -> bool:
-    """Private, loopback, link-local, multicast, reserved, unspecified or otherwise not
-    globally routable (IPv4 and IPv6, looking through IPv4 embedded in IPv6)."""
+    """Private, loopback, link-local, site-local, multicast, reserved, unspecified or otherwise
+    not globally routable (IPv4 and IPv6, looking through IPv4 embedded in IPv6)."""
     if isinstance(address, IPv6Address):
         embedded = _embedded_ipv4(address)
         if embedded is not None and is_forbidden_address(embedded):
@@ -58,7 +98,8 @@ def is_forbidden_address(address: IPAddress) -> bool:
             # ::ffff:a.b.c.d is the IPv4 host itself: its own rules decide (checked above).
             return False
     return (
-        address.is_private
+        any(address in network for network in _FORBIDDEN_NETWORKS)
+        or address.is_private
         or address.is_loopback
         or address.is_link_local
         or address.is_multicast
@@ -69,10 +110,86 @@ def is_forbidden_address(address: IPAddress) -> bool:
 
 
 def _parse_address(text: str) -> IPAddress | None:
+    """A resolver's answer (canonical text, maybe with an IPv6 zone id) as an address."""
     try:
-        return ipaddress.ip_address(text.split("%", 1)[0])  # drop an IPv6 zone id
+        return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
+
+
+def _ipv4_part(part: str) -> int | None:
+    """One part of a legacy IPv4 host as inet_aton reads it: 0x… hex, 0… octal, decimal."""
+    if part[:2] == "0x":
+        digits, base, allowed = part[2:], 16, _HEX
+    elif len(part) > 1 and part[0] == "0":
+        digits, base, allowed = part[1:], 8, _OCT
+    else:
+        digits, base, allowed = part, 10, _DEC
+    # Checked by hand: int() would also take "_", spaces, signs and non-ASCII digits.
+    if not set(digits) <= allowed:
+        return None
+    return int(digits, base) if digits else 0  # "0x" alone is 0 (WHATWG, as browsers)
+
+
+def _legacy_ipv4(name: str) -> IPv4Address | None:
+    """`a.b.c.d`, `a.b.c`, `a.b`, `a`, each part decimal, octal or hex: every form a resolver
+    (libc inet_aton, a browser) reads as an address. ValueError for a host whose last label
+    is a number but that is no valid address (a resolver refuses it, or reads it oddly)."""
+    labels = name.split(".")
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()  # one trailing dot: the root, still the same name or address
+    if "" in labels:
+        raise ValueError("an empty label")  # `a..b`, `.a`: no resolver's name either
+    last = labels[-1]
+    if not set(last) <= _DEC and not (last[:2] == "0x" and set(last[2:]) <= _HEX):
+        return None  # a name (its last label, the TLD, is never a number)
+    numbers = [_ipv4_part(label) for label in labels]
+    if len(numbers) > 4 or any(n is None for n in numbers):
+        raise ValueError("not an address")
+    parts = [n for n in numbers if n is not None]
+    if any(n > 255 for n in parts[:-1]) or parts[-1] >= 256 ** (5 - len(parts)):
+        raise ValueError("not an address")
+    value = parts[-1]
+    for index, number in enumerate(parts[:-1]):
+        value += number << (8 * (3 - index))
+    return IPv4Address(value)
+
+
+def _normal_host(host: str) -> str:
+    """The host lower-cased, a non-ASCII one mapped as IDNA maps it (fullwidth digits, letters
+    and dots become ASCII: fullwidth "127.0.0.1" is 127.0.0.1). ValueError when that fails."""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")  # UnicodeError is a ValueError
+    return host.lower()
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address `host` names literally, read as a resolver reads it (IPv6 with its zone
+    dropped, dotted IPv4, inet_aton's short, octal, hex and integer forms); None for a name.
+    ValueError for a host that is neither a valid name nor a valid address."""
+    name = _normal_host(host)
+    if ":" in name:
+        return ipaddress.IPv6Address(name.split("%", 1)[0])  # ValueError if malformed
+    address = _legacy_ipv4(name)
+    if address is None and not set(name) <= _NAME_CHARS:
+        raise ValueError("not a host name")
+    return address
+
+
+def classify_host(host: str) -> HostClass:
+    """The one policy for a webhook host, at registration and at delivery alike (before a
+    name is resolved; each address a name resolves to is then checked on its own): a local
+    name or an address in any spelling that is not public is `internal`."""
+    try:
+        address = literal_address(host)
+    except ValueError:
+        return "invalid"
+    if address is not None:
+        return "internal" if is_forbidden_address(address) else "public"
+    name = _normal_host(host).rstrip(".")
+    if not name or name in _LOCAL_NAMES or name.endswith(".localhost"):
+        return "internal"
+    return "public"
 
 
 def check_endpoint_url(url: str, *, require_https: bool, allow_private: bool) -> str:
@@ -101,19 +218,23 @@ def check_endpoint_url(url: str, *, require_https: bool, allow_private: bool) ->
         raise ValueError("url: must not contain a fragment (#…)")
     if port == 0:
         raise ValueError("url: port 0 is not a valid port")
-    if not allow_private:
-        address = _parse_address(host)
-        if (address is not None and is_forbidden_address(address)) or (
-            host.rstrip(".").lower() in _LOCAL_NAMES or host.endswith(".localhost")
-        ):
-            raise ValueError("url: must not point at a private, loopback or reserved address")
+    verdict = classify_host(host)
+    if verdict == "invalid":
+        raise ValueError("url: the host is not a valid host name or IP address")
+    if verdict == "internal" and not allow_private:
+        raise ValueError("url: must not point at a private, loopback or reserved address")
     return url
 
 
 async def resolve_allowed(host: str, port: int, *, allow_private: bool) -> list[str]:
     """The addresses `host` resolves to, all checked; ForbiddenDestination if any is refused
     (a name that also resolves to an internal address is refused as a whole)."""
-    literal = _parse_address(host)
+    # The same policy as registration (an endpoint stored before a rule changed is held to
+    # the new one here), then every address the name resolves to.
+    verdict = classify_host(host)
+    if verdict == "invalid" or (verdict == "internal" and not allow_private):
+        raise ForbiddenDestination(f"{host!r} is not a public host")
+    literal = literal_address(host)
     if literal is not None:
         addresses = [str(literal)]
     else:

@@ -207,6 +207,75 @@ async def test_invalid_input_is_refused_and_creates_nothing(
     assert (await client.get(URL, headers=admin_headers)).json()["data"] == []
 
 
+# Every spelling a resolver (libc inet_aton, a browser) reads as an internal address, and
+# local names with the root's trailing dot: refused when registered, not only when delivering.
+INTERNAL_HOSTS = [
+    "2130706433",  # 127.0.0.1 as one decimal number
+    "0x7f000001",  # ... as one hex number
+    "017700000001",  # ... as one octal number
+    "127.1",  # a.b: the last part fills three bytes
+    "0177.0.0.1",  # octal part
+    "0x7f.1",  # hex part, short form
+    "0x7F.0x0.0.01",  # mixed
+    "0",  # 0.0.0.0
+    "0xa9fea9fe",  # 169.254.169.254, cloud metadata
+    "10.1",  # 10.0.0.1
+    "100.64.0.1",  # carrier-grade NAT
+    "localhost.",
+    "api.localhost.",
+    "LOCALHOST",
+    "[fec0::1]",  # IPv6 site-local
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[::127.0.0.1]",  # IPv4-compatible
+    "[::ffff:7f00:1]",
+    "[64:ff9b::a00:1]",  # NAT64 of 10.0.0.1
+    "[2002:a9fe:a9fe::1]",  # 6to4 of 169.254.169.254
+    "[fd00::1]",  # unique local
+    "[ff02::1]",  # multicast
+]
+
+
+@pytest.mark.parametrize("host", INTERNAL_HOSTS)
+async def test_internal_hosts_in_any_spelling_are_refused_and_create_nothing(
+    client: AsyncTestClient[Any],
+    admin_headers: dict[str, str],
+    redis: Redis,
+    settings: Settings,
+    host: str,
+) -> None:
+    r = await client.post(
+        URL, json=endpoint_body(url=f"http://{host}:8080/hook"), headers=admin_headers
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "validation_error"
+    assert r.json()["message"].startswith("url: must not point at a private")
+    assert await redis.keys(f"{settings.key_prefix}:*:we*") == []
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "256.0.0.1", "api.0x1", "%31%32%37.0.0.1"])
+async def test_hosts_that_are_no_name_and_no_address_are_refused(
+    client: AsyncTestClient[Any], admin_headers: dict[str, str], host: str
+) -> None:
+    r = await client.post(
+        URL, json=endpoint_body(url=f"https://{host}/hook"), headers=admin_headers
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["message"].startswith("url: ")
+    assert (await client.get(URL, headers=admin_headers)).json()["data"] == []
+
+
+async def test_patch_refuses_internal_hosts_in_any_spelling(
+    client: AsyncTestClient[Any], admin_headers: dict[str, str]
+) -> None:
+    created = await create(client, admin_headers)
+    path = f"{URL}/{created['id']}"
+    for host in INTERNAL_HOSTS:
+        r = await client.patch(path, json={"url": f"http://{host}/"}, headers=admin_headers)
+        assert r.status_code == 400, (host, r.text)
+        assert r.json()["message"].startswith("url: must not point at a private")
+    assert (await client.get(path, headers=admin_headers)).json()["url"] == HOOK
+
+
 async def test_every_event_type_and_the_wildcard_are_accepted(
     client: AsyncTestClient[Any], admin_headers: dict[str, str]
 ) -> None:
@@ -279,7 +348,7 @@ async def test_admin_token_is_required(client: AsyncTestClient[Any]) -> None:
     for method, target in (
         ("GET", URL),
         ("POST", URL),
-        ("POST", "/v1/webhook-deliveries/x/redeliver"),
+        ("POST", "/v1/webhook-deliveries/whd_000000000000000000000000/redeliver"),
     ):
         r = await client.request(method, target, headers={"X-Payment-Account-Uid": ACCOUNT})
         assert r.status_code == 401

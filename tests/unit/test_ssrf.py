@@ -15,7 +15,9 @@ from shared.webhooks.delivery import WebhookSender
 from shared.webhooks.ssrf import (
     ForbiddenDestination,
     check_endpoint_url,
+    classify_host,
     is_forbidden_address,
+    literal_address,
     private_allowed,
     resolve_allowed,
 )
@@ -48,6 +50,13 @@ from shared.webhooks.ssrf import (
         "::127.0.0.1",  # IPv4-compatible (deprecated)
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "fec0::1",  # site-local (Python 3.11's is_private misses it)
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "3fff::1",  # documentation (2024)
+        "0.1.2.3",  # "this network"
+        "198.18.0.1",  # benchmarking
+        "192.88.99.1",  # 6to4 relay anycast
+        "2002:a9fe:a9fe::1",  # 6to4 of the metadata address
     ],
 )
 def test_internal_addresses_are_forbidden(address: str) -> None:
@@ -84,6 +93,125 @@ def test_production_url_rules(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^url: ") as info:
         check_endpoint_url(url, require_https=True, allow_private=False)
     assert message in str(info.value)
+
+
+def fullwidth(text: str) -> str:
+    """The fullwidth forms of ASCII text (U+FF01-FF5E), which IDNA maps back to ASCII."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in text)
+
+
+# (host, the address a resolver reads it as): inet_aton's legacy forms and IPv6 spellings.
+SPELLINGS = [
+    ("2130706433", "127.0.0.1"),
+    ("0x7f000001", "127.0.0.1"),
+    ("0X7F000001", "127.0.0.1"),
+    ("017700000001", "127.0.0.1"),
+    ("127.1", "127.0.0.1"),
+    ("127.0.1", "127.0.0.1"),
+    ("0177.0.0.1", "127.0.0.1"),
+    ("0x7f.1", "127.0.0.1"),
+    ("0x7f.0.0x0.01", "127.0.0.1"),
+    ("127.0.0.1.", "127.0.0.1"),
+    ("0", "0.0.0.0"),
+    ("0x", "0.0.0.0"),
+    ("0xa9fea9fe", "169.254.169.254"),
+    ("169.254.43518", "169.254.169.254"),
+    ("10.1", "10.0.0.1"),
+    (fullwidth("0x7f000001"), "127.0.0.1"),  # IDNA maps fullwidth forms to ASCII
+    (fullwidth("127.0.0.1"), "127.0.0.1"),
+    (fullwidth("127") + ".0.0.1", "127.0.0.1"),
+    ("fec0::1", "fec0::1"),
+    ("::ffff:127.0.0.1", "::ffff:7f00:1"),
+    ("::127.0.0.1", "::7f00:1"),
+    ("fe80::1%eth0", "fe80::1"),
+]
+
+
+@pytest.mark.parametrize(("host", "address"), SPELLINGS)
+def test_every_spelling_of_an_address_is_read_as_a_resolver_reads_it(
+    host: str, address: str
+) -> None:
+    assert literal_address(host) == ip_address(address)
+    assert classify_host(host) == "internal"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        *(host for host, _ in SPELLINGS),
+        "localhost.",
+        "api.localhost.",
+        "LocalHost",
+        "localhost.localdomain.",
+        fullwidth("localhost"),
+    ],
+)
+def test_internal_hosts_are_refused_at_registration(host: str) -> None:
+    url = f"http://{'[' + host + ']' if ':' in host else host}:8080/hook"
+    with pytest.raises(ValueError, match=r"^url: must not point at a private, loopback"):
+        check_endpoint_url(url, require_https=False, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "1.2.3.4.5",
+        "256.0.0.1",
+        "1.16777216",
+        "api.0x1",
+        "%31%32%37.0.0.1",
+        "a..1",
+        "1_2.3",
+        "1..",
+        ".localhost",
+        "a..b.example",
+    ],
+)
+def test_numeric_looking_hosts_that_are_no_address_are_invalid(host: str) -> None:
+    assert classify_host(host) == "invalid"
+    with pytest.raises(ValueError, match=r"^url: the host is not a valid"):
+        check_endpoint_url(f"https://{host}/hook", require_https=True, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("134744072", "8.8.8.8"),
+        ("0x8080808", "8.8.8.8"),
+        ("8.8.2056", "8.8.8.8"),
+        ("1.1", "1.0.0.1"),
+    ],
+)
+async def test_public_addresses_in_legacy_spellings_are_public_everywhere(
+    host: str, address: str
+) -> None:
+    assert classify_host(host) == "public"
+    assert check_endpoint_url(f"https://{host}/", require_https=True, allow_private=False)
+    # The delivery side connects to the address the resolver would: no DNS for a literal.
+    assert await resolve_allowed(host, 443, allow_private=False) == [address]
+
+
+@pytest.mark.parametrize("host", ["hooks.example.com", "example.com.", "xn--bcher-kva.example"])
+def test_names_pass_registration(host: str) -> None:
+    assert classify_host(host) == "public"
+    assert literal_address(host) is None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        *(host for host, _ in SPELLINGS),
+        "localhost.",
+        "api.localhost.",
+        "localhost",
+        "1.2.3.4.5",
+        "%31%32%37.0.0.1",
+    ],
+)
+async def test_the_delivery_guard_refuses_what_registration_refuses(host: str) -> None:
+    # Before any lookup: none of these reaches a resolver.
+    with pytest.raises(ForbiddenDestination):
+        await resolve_allowed(host, 443, allow_private=False)
 
 
 def test_valid_urls_pass_unchanged() -> None:
@@ -181,6 +309,21 @@ async def test_sender_reaches_it_when_the_dev_seam_allows(server_200: _Server) -
     assert first.delivered
     assert second.delivered
     assert server_200.paths == ["/hook", "/hook"]
+
+
+@pytest.mark.parametrize(
+    "host", ["2130706433", "0x7f000001", "017700000001", "127.1", "0177.0.0.1", "0x7f.1"]
+)
+async def test_sender_refuses_loopback_in_legacy_spellings(server_200: _Server, host: str) -> None:
+    sender = WebhookSender(timeout_s=2, allow_private=False, per_origin=4, busy_wait_s=1)
+    try:
+        outcome = await sender.post(server_200.url.replace("127.0.0.1", host), {}, b"{}")
+    finally:
+        await sender.aclose()
+    # httpx itself refuses the dotted forms it reads as a malformed IPv4 address.
+    assert outcome.error in {"forbidden_destination", "invalid_url"}
+    assert not outcome.delivered
+    assert server_200.paths == []  # never connected
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])

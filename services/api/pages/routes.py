@@ -15,12 +15,13 @@ from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
 
-from litestar import Request, Response, get
+from litestar import Request, Response
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 
 from services.api.auth.browser import origin_allowed, origin_of, session_origins
 from services.api.lifespan import app_services
+from services.api.routing import get
 from shared.ids import partition_of_session
 
 AnyRequest = Request[Any, Any, Any]
