@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,7 +65,7 @@ async def run_idempotent(
         else:
             await _settle(idempotency, replay, None)
         raise
-    except BaseException:
+    except (Exception, asyncio.CancelledError):
         # Whether or not the change was applied: if its step stored the answer, the
         # compare-and-delete leaves it; if not, nothing changed and the key is freed.
         await _settle(idempotency, replay, None)
