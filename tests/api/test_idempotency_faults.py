@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
@@ -19,6 +20,8 @@ from shared.config import Settings
 from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
+from shared.webhooks.model import new_delivery
+from shared.webhooks.store import WebhookStore
 from tests.support import ACCOUNT, seed_body
 
 Client = AsyncTestClient[Any]
@@ -98,6 +101,43 @@ async def test_webhook_endpoint_create_that_hit_a_redis_fault_is_retried_at_once
     assert replay.json() == retried.json()  # same endpoint, same secret
     listed = (await client.get(HOOKS, headers=admin_headers)).json()["data"]
     assert [e["id"] for e in listed] == [retried.json()["id"]]
+
+
+async def test_redelivery_that_failed_after_its_change_is_answered_on_retry(
+    client: Client, admin_headers: dict[str, str], redis: Redis, settings: Settings
+) -> None:
+    """The fault comes after the change (queueing the attempt): the change's own step stored
+    the answer, so the release leaves it and the retry gets it (the due-delivery sweep
+    queues the attempt). Before: 409 in progress, then a second run."""
+    keys = Keys(settings.key_prefix)
+    endpoint = await client.post(HOOKS, json=HOOK_BODY, headers=admin_headers)
+    record = new_delivery(
+        account_uid=ACCOUNT,
+        endpoint_id=endpoint.json()["id"],
+        event_id="evt_idem_fault_1",
+        event_type="hosted_session.created",
+        session_id="cs_0AAAAAAAAAAAAAAA",
+        now_ms=1_750_000_000_000,
+        schedule=(1.0,),
+    )
+    dead = msgspec.structs.replace(record, state="dead", dead_reason="exhausted")
+    store = WebhookStore(redis, keys)
+    assert await store.create_deliveries([(dead, b"{}")]) == [None]
+    queue = keys.arq_queue("webhooks")
+    await redis.set(queue, "not a sorted set")  # queueing the attempt fails with WRONGTYPE
+    path = f"/v1/webhook-deliveries/{dead.id}/redeliver"
+    headers = keyed(admin_headers, "redeliver-fault-1")
+    failed = await client.post(path, headers=headers)
+    assert failed.status_code == 500, failed.text
+
+    await redis.delete(queue)
+    retried = await client.post(path, headers=headers)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["id"] == dead.id
+    assert retried.json()["state"] == "pending"
+    stored = await store.load_delivery(ACCOUNT, dead.id)
+    assert stored is not None
+    assert stored.version == 2  # made, then redelivered once
 
 
 async def test_an_answer_the_endpoint_reached_is_replayed(
