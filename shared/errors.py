@@ -33,6 +33,10 @@ class ServiceError(Exception):
     code: ClassVar[ErrorCode] = "processing_error"
     status: ClassVar[int] = 500
     recoverable: ClassVar[bool] = True
+    # Under an Idempotency-Key, this error is the request's saved answer, replayed to a retry:
+    # the endpoint ran and reached a result about the resource. Rejected input, conflicts
+    # with a concurrent change and faults are not saved, so a retry runs again (Stripe's rule).
+    replayed: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -64,6 +68,7 @@ class NotFound(ValidationFailed):
     """Raised for an unknown resource, including another account's (never tells them apart)."""
 
     status = 404
+    replayed = True
 
 
 class PayloadTooLarge(ValidationFailed):
@@ -111,6 +116,7 @@ class AlreadyConfirmed(ServiceError):
     code = "already_confirmed"
     status = 409
     recoverable = False
+    replayed = True
 
 
 class PaymentInProgress(ServiceError):
@@ -127,6 +133,7 @@ class SessionExpired(ServiceError):
     code = "session_expired"
     status = 410
     recoverable = False
+    replayed = True
 
 
 class RateLimited(ServiceError):
@@ -159,6 +166,7 @@ class CardDeclined(ServiceError):
     code: ClassVar[ErrorCode] = "card_declined"
     status = 402
     recoverable = True
+    replayed = True
 
 
 class FraudDeclined(CardDeclined):
@@ -239,6 +247,7 @@ class DuplicatePayment(ServiceError):
     code = "duplicate_payment"
     status = 409
     recoverable = False
+    replayed = True
 
 
 class OriginNotAllowed(ServiceError):

@@ -55,7 +55,6 @@ def build_session_service(
     )
     sessions = SessionService(
         SessionStore(redis, keys),
-        idempotency,
         cipher,
         clock,
         settings.public_base_url,

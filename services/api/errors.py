@@ -96,6 +96,19 @@ def decode_strict(raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise ValidationFailed("The request body is nested too deeply") from None
 
 
+def error_body(request: Request[Any, Any, Any], exc: ServiceError) -> bytes:
+    """The JSON body `service_error_handler` sends for `exc` (what an idempotent replay of
+    the error sends again)."""
+    return msgspec.json.encode(
+        ErrorEnvelope(
+            code=exc.code,
+            message=exc.message,
+            recoverable=exc.recoverable,
+            request_id=request_id_of(request),
+        )
+    )
+
+
 def service_error_handler(
     request: Request[Any, Any, Any], exc: ServiceError
 ) -> Response[ErrorEnvelope]:

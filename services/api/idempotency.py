@@ -2,38 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Request
 from litestar.response import Response
 
 from services.api.auth.guards import principal_of
+from services.api.errors import error_body
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 from services.api.responses import JSONResponse
 from shared.errors import ServiceError
-from shared.idempotency.service import Claim, Replay, request_fingerprint
+from shared.idempotency.service import (
+    IdempotencyService,
+    Replay,
+    ReplayWrite,
+    request_fingerprint,
+)
 from shared.ids import partition_of_account
 
 AnyRequest = Request[Any, Any, Any]
+
+log = structlog.get_logger(__name__)
 
 
 async def run_idempotent(
     request: AnyRequest,
     status: int,
-    run: Callable[[Claim | None], Awaitable[msgspec.Struct]],
-    *,
-    stores_itself: bool = False,
+    run: Callable[[ReplayWrite | None], Awaitable[msgspec.Struct]],
 ) -> Response[Any]:
-    """Run a POST under its Idempotency-Key (when sent): replay, refuse, or run and record."""
+    """Run a POST under its Idempotency-Key (when sent): replay, refuse, or run and record.
+
+    `run` gets the key's `ReplayWrite`: a change writes the answer in its own atomic step
+    (then nothing is stored here); an answer without a change is stored after it. A saved
+    error (shared.errors `replayed`) is stored as the answer; any other failure (rejected
+    input, a conflict, a 5xx, a Redis fault, a bug) releases the key, so a retry runs."""
     idem_key = request.headers.get("idempotency-key")
     if idem_key is None:
         return JSONResponse(await run(None), status_code=status)
     principal = principal_of(request)
-    services = app_services(request)
-    begun = await services.idempotency.begin(
+    idempotency = app_services(request).idempotency
+    begun = await idempotency.begin(
         partition_of_account(principal.account_uid),
         principal.account_uid,
         idem_key,
@@ -43,11 +56,34 @@ async def run_idempotent(
         bind_log_context(idempotent_replay=True)
         # The replayed bytes as first sent (JSONResponse sends bytes as they are).
         return JSONResponse(begun.body, status_code=begun.status)
+    replay = idempotency.replay_write(begun, status)
     try:
-        result = await run(begun)
-    except ServiceError:
-        await services.idempotency.abandon(begun)  # nothing changed: a retry may run again
+        result = await run(replay)
+    except ServiceError as exc:
+        if exc.replayed and not replay.written:
+            await _settle(idempotency, replay, (exc.status, error_body(request, exc)))
+        else:
+            await _settle(idempotency, replay, None)
         raise
-    if not stores_itself:
-        await services.idempotency.finish(begun, status, msgspec.json.encode(result))
+    except (Exception, asyncio.CancelledError):
+        # Whether or not the change was applied: if its step stored the answer, the
+        # compare-and-delete leaves it; if not, nothing changed and the key is freed.
+        await _settle(idempotency, replay, None)
+        raise
+    if not replay.written:
+        await idempotency.finish(begun, status, msgspec.json.encode(result))
     return JSONResponse(result, status_code=status)
+
+
+async def _settle(
+    idempotency: IdempotencyService, replay: ReplayWrite, answer: tuple[int, bytes] | None
+) -> None:
+    """After a failure: store the error as the answer, or release the key. A fault here
+    (Redis down) must not hide the request's own error: the lock then lapses on its TTL."""
+    try:
+        if answer is None:
+            await idempotency.abandon(replay.claim)
+        else:
+            await idempotency.finish(replay.claim, *answer)
+    except Exception as exc:  # the request's own error is what the client must get
+        log.warning("idempotency.settle_failed", error=type(exc).__name__)

@@ -1,9 +1,12 @@
 """Idempotency-Key: the first response (status and body) is replayed for 24 h.
 
-Flow: `begin` takes a short lock with a pending record (SET NX); the request runs; the
-response is stored encrypted (it may hold a client secret) under the same key. A create
-stores its record in the same atomic step as the session, so a crash between the two can
-never make a retry create a second session.
+Flow: `begin` takes a short lock with a pending record (SET NX); the request runs; its answer
+is stored encrypted (it may hold a client secret) under the same key. A request that changes
+state stores its answer in the same atomic step as the change (`ReplayWrite`: the change's
+Lua step SETs it), so a crash between the two can never make a retry do the work twice. An
+answer without a change is stored afterwards, only over our own pending record. A failure
+that is not a saved answer (shared.errors `replayed`) releases the key, again only if the
+record is still our pending one, so a retry runs at once.
 
 Stored form (msgpack array): state, the request fingerprint (32 raw bytes of its SHA-256),
 the lock's token, the status, and the body compressed (preset dictionary: a create's response
@@ -46,6 +49,33 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     redis_key: str
     fingerprint: str
     pending: bytes
+
+
+class ReplayWrite:
+    """A claimed key's answer, for a change that writes it in its own atomic step.
+
+    The service building the change SETs `record(response)` at `key` (TTL `ttl_seconds`) in
+    the change's Lua step, and sets `written` once that step applied; the caller then stores
+    nothing more. Only a key of the change's hash tag can be written so (every key of an
+    account's partition is)."""
+
+    __slots__ = ("_claim", "_idem", "key", "status", "ttl_seconds", "written")
+
+    def __init__(self, idem: IdempotencyService, claim: Claim, status: int) -> None:
+        self._idem = idem
+        self._claim = claim
+        self.key = claim.redis_key
+        self.status = status
+        self.ttl_seconds = idem.ttl_seconds
+        self.written = False
+
+    @property
+    def claim(self) -> Claim:
+        return self._claim
+
+    def record(self, response: msgspec.Struct) -> bytes:
+        """The stored answer: `response` as the JSON body the route sends, with `status`."""
+        return self._idem.done_record(self._claim, self.status, msgspec.json.encode(response))
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -111,6 +141,10 @@ class IdempotencyService:
         body = self._cipher.decrypt(record.body, context=redis_key)
         return Replay(status=record.status, body=_BODY_CODEC.unpack(body))
 
+    def replay_write(self, claim: Claim, status: int) -> ReplayWrite:
+        """The claim's answer (of success status `status`), for a change to write it."""
+        return ReplayWrite(self, claim, status)
+
     def done_record(self, claim: Claim, status: int, body: bytes) -> bytes:
         """The stored form of a response, for a caller that writes it in its own atomic step."""
         return _ENCODER.encode(
@@ -123,8 +157,11 @@ class IdempotencyService:
         )
 
     async def finish(self, claim: Claim, status: int, body: bytes) -> None:
-        await self._store.put(claim.redis_key, self.done_record(claim, status, body), self._ttl)
+        """Store an answer that no change wrote (nothing if the key is no longer ours)."""
+        record = self.done_record(claim, status, body)
+        await self._store.put(claim.redis_key, claim.pending, record, self._ttl)
 
     async def abandon(self, claim: Claim) -> None:
-        """Release the key after a failure that changed nothing, so a retry runs again."""
+        """Release the key after a failure, so a retry runs again. Compare-and-delete on our
+        pending record: an answer a change stored in its own step stays."""
         await self._store.release(claim.redis_key, claim.pending)

@@ -11,10 +11,16 @@ class IdempotencyStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        # Compare-and-delete: never drop a record another request wrote meanwhile.
+        # Compare-and-delete / compare-and-set against our own pending record: a request
+        # whose lock lapsed (slower than the lock) must not drop or overwrite the record of
+        # the request that took the key after it, nor an answer already stored.
         self._release = redis.register_script(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
             " return 0"
+        )
+        self._put = redis.register_script(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then"
+            " return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return 0"
         )
 
     def key(self, partition: int, account_uid: str, idem_key: str) -> str:
@@ -28,8 +34,9 @@ class IdempotencyStore:
         taken, current = await pipe.execute()
         return None if taken else current
 
-    async def put(self, key: str, record: bytes, ttl_seconds: int) -> None:
-        await self._redis.set(key, record, ex=ttl_seconds)
+    async def put(self, key: str, pending: bytes, record: bytes, ttl_seconds: int) -> None:
+        """Replace our own pending lock with the answer (nothing if the lock is not ours)."""
+        await self._put(keys=[key], args=[pending, record, str(ttl_seconds)])
 
     async def release(self, key: str, pending: bytes) -> None:
         """Drop our own pending lock (a failed request may be retried with the same key)."""

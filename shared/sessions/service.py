@@ -41,7 +41,7 @@ from shared.events.model import (
     SessionUpdated,
     UpdatedData,
 )
-from shared.idempotency.service import Claim, IdempotencyService
+from shared.idempotency.service import ReplayWrite
 from shared.ids import (
     SECRET_MARKER,
     new_client_secret,
@@ -121,13 +121,11 @@ class SessionService:
     def __init__(
         self,
         store: SessionStore,
-        idempotency: IdempotencyService,
         cipher: DataCipher,
         clock: Clock,
         public_base_url: str,
     ) -> None:
         self._store = store
-        self._idem = idempotency
         self._cipher = cipher
         self._clock = clock
         self._base_url = public_base_url
@@ -148,9 +146,10 @@ class SessionService:
     # --- create -----------------------------------------------------------------------
 
     async def create(
-        self, account_uid: str, params: CreateSessionParams, claim: Claim | None = None
+        self, account_uid: str, params: CreateSessionParams, replay: ReplayWrite | None = None
     ) -> CreatedSession:
-        """Create a session, its `created` event and (with a claim) its idempotent replay."""
+        """Create a session, its `created` event and (with an Idempotency-Key) its replay,
+        in one step."""
         try:
             check_items_total(params.amount, params.line_items)
         except ValueError as exc:
@@ -204,16 +203,16 @@ class SessionService:
             event_type=event.type,
             secret_hash=self._cipher.secret_hash(secret),
             fraud_blob=fraud_blob,
-            idempotency_key=claim.redis_key if claim else "",
-            idempotency_record=(
-                self._idem.done_record(claim, 201, msgspec.json.encode(response)) if claim else b""
-            ),
-            idempotency_ttl=self._idem.ttl_seconds if claim else 0,
+            idempotency_key=replay.key if replay else "",
+            idempotency_record=replay.record(response) if replay else b"",
+            idempotency_ttl=replay.ttl_seconds if replay else 0,
         )
         outcome = await self._store.write(write)
         # "exists" can only be our own write retried after a lost reply (ids are random).
         if outcome.result == "conflict":
             raise InternalError("session id collision")
+        if replay:
+            replay.written = True  # "ok", or "exists": the first run of this step wrote it
         # Nothing to enqueue: the fraud workers score it from its `created` event (written in
         # the same step), and the expiry loop finds it in the expiry schedule. No log line of
         # its own: the request's canonical line names the session (a second line per create
@@ -341,10 +340,13 @@ class SessionService:
 
     # --- expire -----------------------------------------------------------------------
 
-    async def expire(self, account_uid: str, session_id: str) -> SessionView:
-        """The merchant's expire: open → expired; again → the same session; complete → 409."""
+    async def expire(
+        self, account_uid: str, session_id: str, replay: ReplayWrite | None = None
+    ) -> SessionView:
+        """The merchant's expire: open → expired; again → the same session; complete → 409.
+        With an Idempotency-Key, the answer is written in the expiring step itself."""
         await self._load_owned(account_uid, session_id)
-        record, _ = await self._expire(session_id, "merchant")
+        record, _ = await self._expire(session_id, "merchant", replay)
         if record is None:  # vanished between the two reads: cannot happen without deletes
             raise NotFound(f"No such hosted session: '{session_id[:40]}'")
         if record.status == "complete":
@@ -352,11 +354,12 @@ class SessionService:
         return self.view(record)
 
     async def _expire(
-        self, session_id: str, reason: ExpiredReason
+        self, session_id: str, reason: ExpiredReason, replay: ReplayWrite | None = None
     ) -> tuple[SessionRecord | None, bool]:
         """Expire an open session (a merchant's call on a session past its time counts as
         time); terminal sessions are returned unchanged. Guarded by compare-and-set.
-        Returns the record and whether this call expired it."""
+        Returns the record and whether this call expired it (then `replay`, if any, was
+        written with it)."""
         for _ in range(_MAX_CAS_ATTEMPTS):
             stored = await self._store.load(session_id)
             if stored is None:
@@ -365,9 +368,11 @@ class SessionService:
             now = self._clock.now_ms()
             if record.status != "open" or (reason == "time" and record.expires_at_ms > now):
                 return record, False
-            change = self._expired_change(record, now, reason)
+            change = self._expired_change(record, now, reason, replay)
             result = (await self._store.write(change)).result
             if result == "ok":
+                if replay:
+                    replay.written = True
                 log.info(
                     "session.expired", session_id=session_id, reason=change.record.expired_reason
                 )
@@ -380,7 +385,11 @@ class SessionService:
         raise InternalError("session changed concurrently too often; retry")
 
     def _expired_change(
-        self, record: SessionRecord, now: int, reason: ExpiredReason
+        self,
+        record: SessionRecord,
+        now: int,
+        reason: ExpiredReason,
+        replay: ReplayWrite | None = None,
     ) -> SessionWrite:
         why: ExpiredReason = "time" if now >= record.expires_at_ms else reason
         changed = msgspec.structs.replace(
@@ -400,6 +409,11 @@ class SessionService:
             previous_status="open",
             event_json=EVENT_ENCODER.encode(event),
             event_type=event.type,
+            # The merchant's answer is this view (an expired record's view is the same at
+            # any later instant, so `expire` returning `self.view(record)` sends these bytes).
+            idempotency_key=replay.key if replay else "",
+            idempotency_record=replay.record(view) if replay else b"",
+            idempotency_ttl=replay.ttl_seconds if replay else 0,
         )
 
     async def expire_due(self, partition: int, limit: int) -> ExpiryBatch:

@@ -13,6 +13,7 @@ from shared.clock import Clock
 from shared.crypto import DataCipher
 from shared.errors import NotFound, SemanticValidationFailed, ValidationFailed
 from shared.events.stored import EventHead
+from shared.idempotency.service import ReplayWrite
 from shared.ids import PATH_ID_PATTERNS
 from shared.jobs import JobQueue
 from shared.webhooks.model import (
@@ -39,7 +40,7 @@ from shared.webhooks.model import (
 )
 from shared.webhooks.signing import new_secret
 from shared.webhooks.ssrf import check_endpoint_url
-from shared.webhooks.store import StoredEndpoint, WebhookStore
+from shared.webhooks.store import StoredEndpoint, StoredReplay, WebhookStore
 
 log = structlog.get_logger(__name__)
 
@@ -56,10 +57,13 @@ class DeliveryNotRedeliverable(ValidationFailed):
     cannot receive it (disabled or deleted)."""
 
     status = 409
+    replayed = True
 
 
 class EndpointLimitReached(SemanticValidationFailed):
     """Raised when an account already has the most endpoints allowed."""
+
+    replayed = True
 
 
 def _secrets_context(account_uid: str, endpoint_id: str) -> str:
@@ -81,6 +85,15 @@ def open_secrets(cipher: DataCipher, stored: StoredEndpoint) -> list[SecretVersi
     record = stored.record
     return _SECRETS_DECODER.decode(
         cipher.decrypt(stored.secrets_blob, _secrets_context(record.account_uid, record.id))
+    )
+
+
+def _replay(replay: ReplayWrite | None, response: msgspec.Struct) -> StoredReplay | None:
+    """`response` as the request's idempotent answer, for the change's own step to SET."""
+    if replay is None:
+        return None
+    return StoredReplay(
+        key=replay.key, record=replay.record(response), ttl_seconds=replay.ttl_seconds
     )
 
 
@@ -123,8 +136,14 @@ class WebhookService:
             raise NotFound(f"No such webhook endpoint: '{endpoint_id}'")
         return stored
 
-    async def create(self, account_uid: str, params: CreateEndpointParams) -> EndpointWithSecret:
-        """A new endpoint and its signing secret (shown in this response only)."""
+    async def create(
+        self,
+        account_uid: str,
+        params: CreateEndpointParams,
+        replay: ReplayWrite | None = None,
+    ) -> EndpointWithSecret:
+        """A new endpoint and its signing secret (shown in this response, and in its
+        idempotent replay, written in the same step)."""
         url = self._check_url(params.url)
         now = self._clock.now_ms()
         record = EndpointRecord(
@@ -139,12 +158,17 @@ class WebhookService:
         )
         secret = new_secret()
         blob = seal_secrets(self._cipher, record, [SecretVersion(secret=secret, created_at_ms=now)])
-        if not await self._store.create_endpoint(record, blob, MAX_ENDPOINTS_PER_ACCOUNT):
+        created = with_secret(record, secret)
+        if not await self._store.create_endpoint(
+            record, blob, MAX_ENDPOINTS_PER_ACCOUNT, _replay(replay, created)
+        ):
             raise EndpointLimitReached(
                 f"An account may have at most {MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints"
             )
+        if replay:
+            replay.written = True
         log.info("webhook_endpoint.created", endpoint_id=record.id)
-        return with_secret(record, secret)
+        return created
 
     async def list_endpoints(self, account_uid: str) -> list[EndpointView]:
         """The account's endpoints, newest first."""
@@ -191,8 +215,11 @@ class WebhookService:
         log.info("webhook_endpoint.deleted", endpoint_id=endpoint_id)
         return DeletedEndpoint(id=endpoint_id)
 
-    async def rotate_secret(self, account_uid: str, endpoint_id: str) -> EndpointWithSecret:
-        """A new signing secret (shown once); the previous one keeps signing for 24 h."""
+    async def rotate_secret(
+        self, account_uid: str, endpoint_id: str, replay: ReplayWrite | None = None
+    ) -> EndpointWithSecret:
+        """A new signing secret (shown once, and in the idempotent replay written in the same
+        step); the previous one keeps signing for 24 h."""
         for _ in range(_CAS_TRIES):
             stored = await self._load(account_uid, endpoint_id)
             now = self._clock.now_ms()
@@ -202,9 +229,14 @@ class WebhookService:
                 stored.record, previous_secret_expires_at_ms=until, updated_at_ms=now
             )
             blob = seal_secrets(self._cipher, record, versions)
-            if await self._store.replace_endpoint(stored, record, blob):
+            rotated_view = with_secret(record, secret)
+            if await self._store.replace_endpoint(
+                stored, record, blob, _replay(replay, rotated_view)
+            ):
+                if replay:
+                    replay.written = True
                 log.info("webhook_endpoint.secret_rotated", endpoint_id=endpoint_id)
-                return with_secret(record, secret)
+                return rotated_view
         raise ValidationFailed("The endpoint is being changed concurrently; retry")
 
     async def deliveries(
@@ -226,8 +258,11 @@ class WebhookService:
         )
         return DeliveryPage(data=[delivery_view(r) for r in records], has_more=has_more)
 
-    async def redeliver(self, account_uid: str, delivery_id: str) -> DeliveryView:
-        """One more attempt of a dead delivery, now (its endpoint must be enabled)."""
+    async def redeliver(
+        self, account_uid: str, delivery_id: str, replay: ReplayWrite | None = None
+    ) -> DeliveryView:
+        """One more attempt of a dead delivery, now (its endpoint must be enabled); the
+        idempotent replay is written in the same step as the delivery's change."""
         for _ in range(_CAS_TRIES):
             stored = await self._store.load_delivery(account_uid, delivery_id)
             if stored is None:
@@ -244,14 +279,19 @@ class WebhookService:
                 )
             now = self._clock.now_ms()
             again = redelivered(record, now)
-            if await self._store.replace_delivery(stored, again, refresh_ttl=True):
+            view = delivery_view(again)
+            if await self._store.replace_delivery(
+                stored, again, refresh_ttl=True, replay=_replay(replay, view)
+            ):
+                if replay:
+                    replay.written = True
                 # After the write: a crash in between leaves it pending and due, and the
-                # sweep queues it.
+                # sweep queues it (a retry under the key gets the answer, not a second run).
                 await self._jobs.enqueue_webhook_attempt(
                     account_uid, again.endpoint_id, delivery_id, again.attempts + 1, now
                 )
                 log.info("webhook_delivery.redelivered", delivery_id=delivery_id)
-                return delivery_view(again)
+                return view
         raise ValidationFailed("The delivery is being changed concurrently; retry")
 
 

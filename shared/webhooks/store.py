@@ -3,11 +3,14 @@
 Each change is one Lua step on keys of one account, which all share the account's hash tag
 (`{pNN}`), and with it the partition's event stream and due schedule: valid on Redis Cluster.
 Records change by compare-and-set on a version field (`v`), so two writers never both win.
+A merchant's POST under an Idempotency-Key passes its answer (`replay_*`: key, stored record,
+TTL; the key is the account's, same tag), SET by the change's own step only if it applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -28,8 +31,10 @@ _INVERT_BASE = 9_999_999_999_999
 # The newest deliveries an endpoint lists; older ones are still kept until their TTL.
 _ENDPOINT_INDEX_CAP = 10_000
 
-# KEYS: 1 endpoint hash, 2 account's endpoint index, 3 the partition's event stream
-# ARGV: 1 record, 2 encrypted secrets, 3 created ms, 4 endpoint id, 5 endpoint limit
+# KEYS: 1 endpoint hash, 2 account's endpoint index, 3 the partition's event stream,
+#       4 (optional) the request's idempotency record
+# ARGV: 1 record, 2 encrypted secrets, 3 created ms, 4 endpoint id, 5 endpoint limit,
+#       6 the idempotency record, 7 its TTL s
 # The stream's last entry id is the endpoint's starting point: events appended after it
 # are delivered to it, none before (an endpoint never receives history).
 _CREATE_ENDPOINT = """
@@ -39,15 +44,19 @@ local after = '0-0'
 if last[1] then after = last[1][1] end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'sk', ARGV[2], 'v', 1, 'after', after)
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) end
 return 1
 """
 
-# KEYS: 1 endpoint hash. ARGV: 1 expected version, 2 record, 3 encrypted secrets ('' = keep)
+# KEYS: 1 endpoint hash, 2 (optional) the request's idempotency record
+# ARGV: 1 expected version, 2 record, 3 encrypted secrets ('' = keep), 4 the idempotency
+#       record, 5 its TTL s
 _REPLACE_ENDPOINT = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if v ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'v', tonumber(v) + 1)
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'sk', ARGV[3]) end
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) end
 return 1
 """
 
@@ -75,9 +84,10 @@ redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[6])
 return false
 """
 
-# KEYS: 1 delivery hash, 2 the partition's due schedule
+# KEYS: 1 delivery hash, 2 the partition's due schedule, 3 (optional) the request's
+#       idempotency record
 # ARGV: 1 expected version, 2 record, 3 due member, 4 next due ms ('' = not pending),
-#       5 TTL s ('' = keep)
+#       5 TTL s ('' = keep), 6 the idempotency record, 7 its TTL s
 _REPLACE_DELIVERY = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if v ~= ARGV[1] then return 0 end
@@ -88,6 +98,7 @@ else
   redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 end
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5])) end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) end
 return 1
 """
 
@@ -98,6 +109,20 @@ _LOAD_ATTEMPT = """
 return {redis.call('HMGET', KEYS[1], 'doc', 'v', 'body'),
         redis.call('HMGET', KEYS[2], 'doc', 'v', 'sk', 'after')}
 """
+
+
+class StoredReplay(msgspec.Struct, frozen=True, kw_only=True):
+    """A request's idempotency record, SET by a change's own step (see module docstring)."""
+
+    key: str
+    record: bytes
+    ttl_seconds: int
+
+
+def _with_replay(keys: list[str], args: list[Any], replay: StoredReplay | None) -> None:
+    if replay is not None:
+        keys.append(replay.key)
+        args += [replay.record, replay.ttl_seconds]
 
 
 class StoredEndpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,20 +163,30 @@ class WebhookStore:
     # --- endpoints -----------------------------------------------------------------------
 
     async def create_endpoint(
-        self, record: EndpointRecord, secrets_blob: bytes, limit: int
+        self,
+        record: EndpointRecord,
+        secrets_blob: bytes,
+        limit: int,
+        replay: StoredReplay | None = None,
     ) -> bool:
-        """Store a new endpoint; False when the account already has `limit` endpoints."""
+        """Store a new endpoint (and `replay`); False when the account already has `limit`
+        endpoints (then nothing is written)."""
         k = self._keys
         account = record.account_uid
-        created = await self._create_endpoint(
-            keys=[
-                k.webhook_endpoint(account, record.id),
-                k.webhook_endpoints(account),
-                k.events(partition_of_account(account)),
-            ],
-            args=[_ENCODER.encode(record), secrets_blob, record.created_at_ms, record.id, limit],
-        )
-        return bool(created)
+        keys = [
+            k.webhook_endpoint(account, record.id),
+            k.webhook_endpoints(account),
+            k.events(partition_of_account(account)),
+        ]
+        args: list[Any] = [
+            _ENCODER.encode(record),
+            secrets_blob,
+            record.created_at_ms,
+            record.id,
+            limit,
+        ]
+        _with_replay(keys, args, replay)
+        return bool(await self._create_endpoint(keys=keys, args=args))
 
     @staticmethod
     def _endpoint(values: Sequence[bytes | None]) -> StoredEndpoint | None:
@@ -196,14 +231,18 @@ class WebhookStore:
         return out
 
     async def replace_endpoint(
-        self, stored: StoredEndpoint, record: EndpointRecord, secrets_blob: bytes | None = None
+        self,
+        stored: StoredEndpoint,
+        record: EndpointRecord,
+        secrets_blob: bytes | None = None,
+        replay: StoredReplay | None = None,
     ) -> bool:
-        """Write `record` (and new secrets) unless the endpoint changed since `stored`."""
-        done = await self._replace_endpoint(
-            keys=[self._keys.webhook_endpoint(record.account_uid, record.id)],
-            args=[stored.version, _ENCODER.encode(record), secrets_blob or b""],
-        )
-        return bool(done)
+        """Write `record` (and new secrets, and `replay`) unless the endpoint changed since
+        `stored`."""
+        keys = [self._keys.webhook_endpoint(record.account_uid, record.id)]
+        args: list[Any] = [stored.version, _ENCODER.encode(record), secrets_blob or b""]
+        _with_replay(keys, args, replay)
+        return bool(await self._replace_endpoint(keys=keys, args=args))
 
     async def delete_endpoint(self, account_uid: str, endpoint_id: str) -> bool:
         """Remove the endpoint and its delivery index; False when it did not exist."""
@@ -278,26 +317,30 @@ class WebhookStore:
         return self._delivery(values)
 
     async def replace_delivery(
-        self, stored: StoredDelivery, record: DeliveryRecord, *, refresh_ttl: bool = False
+        self,
+        stored: StoredDelivery,
+        record: DeliveryRecord,
+        *,
+        refresh_ttl: bool = False,
+        replay: StoredReplay | None = None,
     ) -> bool:
-        """Write `record` unless the delivery changed since `stored`; keeps the due schedule
-        in step (pending: due at its next attempt; otherwise off the schedule)."""
+        """Write `record` (and `replay`) unless the delivery changed since `stored`; keeps
+        the due schedule in step (pending: due at its next attempt; otherwise off it)."""
         account = record.account_uid
         pending = record.state == "pending" and record.next_attempt_at_ms is not None
-        done = await self._replace_delivery(
-            keys=[
-                self._keys.webhook_delivery(account, record.id),
-                self._keys.webhook_due(partition_of_account(account)),
-            ],
-            args=[
-                stored.version,
-                _ENCODER.encode(record),
-                due_member(account, record.id),
-                record.next_attempt_at_ms if pending and record.next_attempt_at_ms else "",
-                DELIVERY_RETENTION_SECONDS if refresh_ttl else "",
-            ],
-        )
-        return bool(done)
+        keys = [
+            self._keys.webhook_delivery(account, record.id),
+            self._keys.webhook_due(partition_of_account(account)),
+        ]
+        args: list[Any] = [
+            stored.version,
+            _ENCODER.encode(record),
+            due_member(account, record.id),
+            record.next_attempt_at_ms if pending and record.next_attempt_at_ms else "",
+            DELIVERY_RETENTION_SECONDS if refresh_ttl else "",
+        ]
+        _with_replay(keys, args, replay)
+        return bool(await self._replace_delivery(keys=keys, args=args))
 
     async def list_deliveries(
         self,

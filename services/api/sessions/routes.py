@@ -23,7 +23,7 @@ from services.api.sessions.schemas import (
     SessionView,
     UpdateSessionParams,
 )
-from shared.idempotency.service import Claim
+from shared.idempotency.service import ReplayWrite
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -66,12 +66,12 @@ class SessionController(Controller):
         principal = principal_of(request)
         params = data  # decoded strictly, once (services/api/body.py)
 
-        async def run(claim: Claim | None) -> CreatedSession:
-            created = await sessions.create(principal.account_uid, params, claim)
+        async def run(replay: ReplayWrite | None) -> CreatedSession:
+            created = await sessions.create(principal.account_uid, params, replay)
             bind_log_context(session_id=created.session_id)
             return created
 
-        return await run_idempotent(request, 201, run, stores_itself=True)
+        return await run_idempotent(request, 201, run)
 
     @get("/", summary="List hosted sessions, newest first")
     async def list_sessions(
@@ -155,7 +155,7 @@ class SessionController(Controller):
         sessions = app_services(request).sessions
         account = principal_of(request).account_uid
 
-        async def run(_: Claim | None) -> SessionView:
-            return await sessions.expire(account, session_id)
+        async def run(replay: ReplayWrite | None) -> SessionView:
+            return await sessions.expire(account, session_id, replay)
 
         return await run_idempotent(request, 200, run)

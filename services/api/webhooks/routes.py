@@ -26,7 +26,7 @@ from services.api.webhooks.schemas import (
     EndpointWithSecret,
     UpdateEndpointParams,
 )
-from shared.idempotency.service import Claim
+from shared.idempotency.service import ReplayWrite
 
 AnyRequest = Request[Any, Any, Any]
 Account = Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)]
@@ -67,8 +67,8 @@ class WebhookController(Controller):
         webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
-        async def run(_: Claim | None) -> EndpointWithSecret:
-            created = await webhooks.create(account, params)
+        async def run(replay: ReplayWrite | None) -> EndpointWithSecret:
+            created = await webhooks.create(account, params, replay)
             bind_log_context(endpoint_id=created.id)
             return created
 
@@ -147,8 +147,8 @@ class WebhookController(Controller):
         webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
-        async def run(_: Claim | None) -> EndpointWithSecret:
-            return await webhooks.rotate_secret(account, endpoint_id)
+        async def run(replay: ReplayWrite | None) -> EndpointWithSecret:
+            return await webhooks.rotate_secret(account, endpoint_id, replay)
 
         return await run_idempotent(request, 200, run)
 
@@ -194,7 +194,7 @@ class WebhookController(Controller):
         webhooks = app_services(request).webhooks
         account = principal_of(request).account_uid
 
-        async def run(_: Claim | None) -> DeliveryView:
-            return await webhooks.redeliver(account, delivery_id)
+        async def run(replay: ReplayWrite | None) -> DeliveryView:
+            return await webhooks.redeliver(account, delivery_id, replay)
 
         return await run_idempotent(request, 202, run)
