@@ -1,0 +1,136 @@
+"""The HTTP server's protocol: uvicorn's httptools one, with limits on the request head.
+
+httptools (llhttp) has no limit of its own on the head: it would buffer one endless header
+line, or a million headers, until memory runs out, and uvicorn's `h11_max_incomplete_event_size`
+applies to h11 only. Checking in an ASGI middleware would come too late (the server has
+already read and kept the whole head by then). So the limits are enforced here, while the
+head is parsed: a head over `max_header_count` headers or `max_header_bytes` bytes gets a
+431 error envelope and the connection is closed, before the app sees anything. Requests the
+parser rejects as malformed get a 400 envelope instead of uvicorn's plain text."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from services.api.errors import ErrorEnvelope
+from shared.config import Settings
+from shared.ids import new_request_id
+
+log = structlog.get_logger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a head over the limits."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header count and size limits (see the module doc).
+    Built per settings by `protocol_for`; uvicorn constructs one per connection."""
+
+    max_header_count: ClassVar[int] = 100
+    max_header_bytes: ClassVar[int] = 16_384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False
+        self._head_bytes = 0  # request target + headers, exactly, as the parser hands them
+        self._unparsed_bytes = 0  # bytes fed while a head stayed open (a header still pending)
+        self._header_count = 0
+        self._refusal: str | None = None
+
+    # --- parser callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = self._unparsed_bytes = self._header_count = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse("header_bytes")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._header_count > self.max_header_count:
+            self._refuse("header_count")
+        if self._head_bytes > self.max_header_bytes:
+            self._refuse("header_bytes")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def _refuse(self, reason: str) -> None:
+        self._refusal = reason
+        # httptools turns this into HttpParserCallbackError; uvicorn's data_received catches
+        # it and calls send_400_response, which answers 431 for a refusal.
+        raise _HeadTooLarge(reason)
+
+    # --- transport ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return  # answered and closing: nothing more is parsed
+        head_was_open = self._in_head
+        super().data_received(data)
+        if self._refusal is None and head_was_open and self._in_head:
+            # A header line still pending (httptools keeps it until its end): count the raw
+            # bytes, so an endless line is cut off within a read of the limit. The read in
+            # which the head began is not counted: at most one read over.
+            self._unparsed_bytes += len(data)
+            if self._unparsed_bytes > self.max_header_bytes:
+                self._refusal = "header_bytes"
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused: the error envelope instead of
+        plain text, 431 when the head broke our limits."""
+        if self._refusal is not None:
+            status, message = 431, "Request headers too large or too many"
+        else:
+            status, message = 400, "The request is malformed"
+        request_id = new_request_id()
+        reason = self._refusal or "malformed"
+        log.warning("request.refused", reason=reason, status=status, request_id=request_id)
+        body = _ENCODER.encode(
+            ErrorEnvelope(
+                code="validation_error", message=message, recoverable=False, request_id=request_id
+            )
+        )
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"x-request-id: " + request_id.encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class uvicorn should build connections with, for these settings."""
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {
+            "max_header_count": settings.max_header_count,
+            "max_header_bytes": settings.max_header_bytes,
+        },
+    )

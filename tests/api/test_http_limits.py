@@ -1,0 +1,227 @@
+"""Abusive requests against a real API process (uvicorn, as `services.cli api` runs it), from
+outside over raw sockets and httpx: heads over the header count or size get a 431 envelope
+and a closed connection before the app sees them, and a body over the limit gets its 413
+envelope even when the client sends all of it (docs/browser-security.md)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from shared.config import Settings
+from shared.devkeys import DevKeys
+from tests.processes import api_process
+
+MAX_HEADERS = 100  # the defaults
+MAX_HEADER_BYTES = 16_384
+MAX_BODY = 65_536
+
+
+@pytest.fixture(scope="module")
+def api(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, dev_keys: tuple[DevKeys, Path]
+) -> Iterator[tuple[str, int]]:
+    """One API process for the module, with the default limits. Nothing here writes to
+    Redis: every request is refused before a route runs."""
+    settings = Settings(
+        env="test",
+        redis_url=redis_url,
+        key_prefix="t" + secrets.token_hex(4),
+        data_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        jwks_file=str(dev_keys[1]),
+        jwt_issuer="hosted-sessions-test",
+        log_json=True,
+    )
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    with api_process(settings, log) as base_url:
+        yield base_url, int(base_url.rsplit(":", 1)[1])
+
+
+def exchange(port: int, request: bytes, *, read_timeout: float = 10) -> tuple[bytes, bool]:
+    """Send `request` whole (as far as the server lets it), then read until the server
+    closes: (what came back, whether it closed). A reset after the answer still counts."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        # The server may answer and close mid-send: then read what it said.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        received = b""
+        closed = False
+        try:
+            while chunk := sock.recv(65_536):
+                received += chunk
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            pass
+        return received, closed
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def assert_envelope(status: int, headers: dict[str, str], body: bytes, expected: int) -> None:
+    assert status == expected, body
+    envelope = msgspec.json.decode(body)
+    assert envelope["code"] == "validation_error"
+    assert envelope["recoverable"] is False
+    assert envelope["request_id"].startswith("req_")
+    assert headers["x-request-id"] == envelope["request_id"]
+    assert headers["content-type"].startswith("application/json")
+
+
+def get(path: str, extra: list[tuple[str, str]]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{n}: {v}" for n, v in extra)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_heads_within_the_limits_are_served(api: tuple[str, int]) -> None:
+    _, port = api
+    many = [(f"X-Filler-{n}", "v") for n in range(MAX_HEADERS - 2)]  # with Host: 99 in all
+    status, _, _ = parse(exchange(port, get("/healthz", many))[0])
+    assert status == 200
+    large = [("X-Large", "a" * (MAX_HEADER_BYTES - 200))]
+    status, _, _ = parse(exchange(port, get("/healthz", large))[0])
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(f"X-Filler-{n}", "v") for n in range(MAX_HEADERS + 1)],
+        [("X-Large", "a" * MAX_HEADER_BYTES)],
+        [(f"X-Part-{n}", "b" * 1000) for n in range(20)],
+    ],
+    ids=["count", "one-large", "total"],
+)
+def test_heads_over_the_limits_get_431_and_a_closed_connection(
+    api: tuple[str, int], headers: list[tuple[str, str]]
+) -> None:
+    base_url, port = api
+    raw, closed = exchange(port, get("/healthz", headers))
+    assert_envelope(*parse(raw), expected=431)
+    assert closed
+    assert httpx.get(f"{base_url}/healthz").status_code == 200  # the process serves on
+
+
+def test_a_head_that_never_ends_is_cut_off(api: tuple[str, int]) -> None:
+    """A client streaming one endless header: answered once it passes the limit, not
+    buffered until memory runs out."""
+    base_url, port = api
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: ")
+        received = b""
+        started = time.monotonic()
+        try:
+            for _ in range(1024):  # up to 16 MiB
+                sock.sendall(b"c" * 16_384)
+                time.sleep(0.001)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            while chunk := sock.recv(65_536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - started < 10
+    assert_envelope(*parse(received), expected=431)
+    assert httpx.get(f"{base_url}/healthz").status_code == 200
+
+
+def test_a_malformed_request_gets_the_envelope(api: tuple[str, int]) -> None:
+    _, port = api
+    raw, closed = exchange(port, b"GET /healthz HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
+    assert_envelope(*parse(raw), expected=400)
+    assert closed
+
+
+def create(path: str, admin: dict[str, str], body_size: int, *, chunked: bool) -> bytes:
+    body = b'{"pad": "' + b"x" * body_size + b'"}'
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in admin.items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = b"".join(
+            f"{len(body[i : i + 8192]):x}\r\n".encode() + body[i : i + 8192] + b"\r\n"
+            for i in range(0, len(body), 8192)
+        )
+        payload += b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 4 * MAX_BODY, 900_000])
+def test_a_body_over_the_limit_sent_whole_gets_413(
+    api: tuple[str, int], admin_headers: dict[str, str], chunked: bool, size: int
+) -> None:
+    base_url, port = api
+    request = create("/v1/hosted-sessions", admin_headers, size, chunked=chunked)
+    raw, closed = exchange(port, request)
+    assert raw, "no answer: the connection was reset before the client could read it"
+    assert_envelope(*parse(raw), expected=413)
+    assert closed
+    assert httpx.get(f"{base_url}/healthz").status_code == 200
+
+
+def test_httpx_reads_the_413_of_a_body_it_sent_whole(
+    api: tuple[str, int], admin_headers: dict[str, str]
+) -> None:
+    base_url, _ = api
+    body = b'{"pad": "' + b"x" * (3 * MAX_BODY) + b'"}'
+
+    def stream() -> Iterator[bytes]:  # no Content-Length: chunked
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        for content in (body, stream()):
+            r = client.post("/v1/hosted-sessions", content=content, headers=admin_headers)
+            assert r.status_code == 413, r.text
+            assert r.json()["code"] == "validation_error"
+            assert r.json()["recoverable"] is False
+            assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_a_body_far_over_the_drain_limit_is_not_read_forever(
+    api: tuple[str, int], admin_headers: dict[str, str]
+) -> None:
+    """The server reads a bounded amount past the limit, then answers and closes: a client
+    sending gigabytes is not served, nor kept reading."""
+    _, port = api
+    head = create("/v1/hosted-sessions", admin_headers, 0, chunked=False).split(b"\r\n\r\n")[0]
+    assert head.endswith(b"Content-Length: 11")
+    head = head.replace(b"Content-Length: 11", b"Content-Length: 1073741824")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        sent = 0
+        started = time.monotonic()
+        cut_off = False
+        try:
+            while time.monotonic() - started < 8:
+                sock.sendall(b"x" * 65_536)
+                sent += 65_536
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            cut_off = True
+        assert cut_off, f"the server read {sent} bytes of a body it had refused"
+        # The drain limit, the 64 KiB uvicorn buffers and the sockets' buffers at most.
+        assert sent < 16 * 1024 * 1024
