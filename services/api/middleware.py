@@ -49,13 +49,13 @@ def request_context_middleware(app: ASGIApp, *, drain_limit: int = 1_048_576) ->
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                if status >= 400 and not body_read:
-                    # Error paths only: a success has read its body (or had none).
-                    drained = await _drain(scope, receive, drain_limit)
-                    if not drained or status == 413:
-                        # The rest unread: closing is the only way to end the request. After
-                        # a 413 nothing of this client's is worth keeping alive either.
-                        headers.append((b"connection", b"close"))
+                # Error paths only: a success has read its body (or had none).
+                if status >= 400 and (
+                    not (body_read or await _drain(scope, receive, drain_limit)) or status == 413
+                ):
+                    # The rest unread: closing is the only way to end the request. After a
+                    # 413 nothing of this client's is worth keeping alive either.
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 

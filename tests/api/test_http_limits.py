@@ -182,7 +182,7 @@ def test_a_body_over_the_limit_sent_whole_gets_413(
     base_url, port = api
     headers = {**admin_headers, "Connection": connection}
     request = create("/v1/hosted-sessions", headers, size, chunked=chunked)
-    raw, ending = exchange(port, request)
+    raw, ending = exchange(port, request, read_timeout=3)  # uvicorn's keep-alive is 5 s
     assert_envelope(*parse(raw), expected=413)
     assert ending == "closed"  # the body read to its end first: no reset under the answer
     assert httpx.get(f"{base_url}/healthz").status_code == 200
@@ -242,3 +242,37 @@ def test_an_error_before_the_body_was_read_still_reaches_the_client(api: tuple[s
     assert status == 401, body
     assert msgspec.json.decode(body)["request_id"] == headers["x-request-id"]
     assert ending == "closed"
+
+
+def trickle(port: int, request: bytes, piece: int) -> bytes:
+    """Send `request` a few bytes at a time (each its own read on the server), then read
+    the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(0, len(request), piece):
+                sock.sendall(request[i : i + piece])
+                time.sleep(0.0005)
+        received = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while not _complete(received) and (chunk := sock.recv(65_536)):
+                received += chunk
+        return received
+
+
+def _complete(raw: bytes) -> bool:
+    """Whether `raw` holds a whole response (head and Content-Length bytes of body)."""
+    if b"\r\n\r\n" not in raw:
+        return False
+    _, headers, body = parse(raw)
+    return len(body) >= int(headers.get("content-length", "0"))
+
+
+def test_limits_hold_for_a_head_sent_in_pieces(api: tuple[str, int]) -> None:
+    _, port = api
+    legal = [(f"X-Part-{n}", "d" * 500) for n in range(28)]  # ~14.5 KiB in 90 headers' room
+    assert parse(trickle(port, get("/healthz", legal), 700))[0] == 200
+    too_large = [(f"X-Part-{n}", "d" * 500) for n in range(40)]  # ~20 KiB
+    assert_envelope(*parse(trickle(port, get("/healthz", too_large), 700)), expected=431)
+    too_many = [(f"X-F-{n}", "v") for n in range(MAX_HEADERS + 1)]
+    assert_envelope(*parse(trickle(port, get("/healthz", too_many), 64)), expected=431)
