@@ -40,8 +40,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = False  # between a request's first byte and the end of its headers
-        self._head_fed = 0  # bytes of earlier reads fed while the head stayed open
+        self._began = False  # a request began in the read being parsed
         self._read = 0  # bytes of the read being parsed
+        # Of the reads fed while the current head was open (all of them, the one it began in
+        # too: at least the head's size) and of those after the one it began in (at most).
+        self._head_reads = 0
+        self._head_later = 0
         self._refusal: str | None = None
 
     # Checked per read and once per head, not per header: a Python callback per header
@@ -51,32 +55,34 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return  # answered and closing: nothing more is parsed
         self._read = len(data)
+        self._began = False
         head_was_open = self._in_head
         super().data_received(data)
-        if self._refusal is None and head_was_open and self._in_head:
-            # A head still open after a whole read (httptools keeps a pending header line
-            # until its end): count it, so an endless line or endless headers are cut off
-            # within a read of the limit. The read in which the head began is not counted.
-            self._head_fed += self._read
-            if self._head_fed > self.max_header_bytes:
-                self._refusal = "header_bytes"
-                self.send_400_response("")
+        if self._refusal is None and self._in_head:
+            self._head_reads += self._read
+            if head_was_open and not self._began:
+                # A header line still pending (httptools keeps it until its end): an
+                # endless line or endless headers are cut off within a read of the limit.
+                self._head_later += self._read
+                if self._head_later > self.max_header_bytes:
+                    self._refusal = "header_bytes"
+                    self.send_400_response("")
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._in_head = self._began = True
+        self._head_reads = self._head_later = 0
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        # The head is at most what was fed while it was open, this read included: only a
-        # large read costs the exact sum.
         if len(self.headers) > self.max_header_count:
             self._refuse("header_count")
-        if self._head_fed + self._read > self.max_header_bytes and self._head_size() > (
+        # The head is no larger than the reads fed while it was open, this one included:
+        # only a large head, or one in a large read, costs the exact sum.
+        if self._head_reads + self._read > self.max_header_bytes and self._head_size() > (
             self.max_header_bytes
         ):
             self._refuse("header_bytes")
         self._in_head = False
-        self._head_fed = 0
         super().on_headers_complete()
 
     def _head_size(self) -> int:

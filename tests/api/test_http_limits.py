@@ -244,13 +244,16 @@ def test_an_error_before_the_body_was_read_still_reaches_the_client(api: tuple[s
     assert ending == "closed"
 
 
-def trickle(port: int, request: bytes, piece: int) -> bytes:
-    """Send `request` a few bytes at a time (each its own read on the server), then read
-    the answer."""
+def trickle(port: int, request: bytes, piece: int, *, first: int = 0) -> bytes:
+    """Send `request` a few bytes at a time (each its own read on the server, mostly), the
+    `first` bytes at once before the rest, then read the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            for i in range(0, len(request), piece):
+            if first:
+                sock.sendall(request[:first])
+                time.sleep(0.2)  # its own read
+            for i in range(first, len(request), piece):
                 sock.sendall(request[i : i + piece])
                 time.sleep(0.0005)
         received = b""
@@ -276,3 +279,8 @@ def test_limits_hold_for_a_head_sent_in_pieces(api: tuple[str, int]) -> None:
     assert_envelope(*parse(trickle(port, get("/healthz", too_large), 700)), expected=431)
     too_many = [(f"X-F-{n}", "v") for n in range(MAX_HEADERS + 1)]
     assert_envelope(*parse(trickle(port, get("/healthz", too_many), 64)), expected=431)
+    # Most of it in the read the head began in, the rest in pieces: still counted whole.
+    request = get("/healthz", too_large)
+    assert_envelope(*parse(trickle(port, request, 700, first=12_000)), expected=431)
+    request = get("/healthz", legal)
+    assert parse(trickle(port, request, 700, first=12_000))[0] == 200
