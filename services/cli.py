@@ -160,6 +160,7 @@ def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from services.api.app import create_app
+    from services.api.server import protocol_for
     from shared.heap import settle_heap
     from shared.logging import configure_logging
 
@@ -175,7 +176,8 @@ def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
         host=settings.api_host,
         port=settings.api_port,
         loop="uvloop",
-        http="httptools",
+        # httptools with our limits on the request head (it has none of its own).
+        http=protocol_for(settings),
         access_log=False,
         # structlog (configure_logging) owns logging; uvicorn's dictConfig would replace it.
         log_config=None,

@@ -31,6 +31,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8000
     public_base_url: str = "https://checkout.govifi.com"
     max_body_bytes: int = 65_536
+    # A body over max_body_bytes is still read (and dropped) up to this many bytes, so the
+    # client, which is usually still sending, can read its 413 (docs/browser-security.md).
+    max_body_drain_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1_048_576
+    # The request head (target and headers): more headers or bytes get a 431 and the
+    # connection closed, before the app runs (services/api/server.py).
+    max_header_count: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
     # Admin JWT verification (Cognito in production; a local key pair in dev and tests).
     jwks_url: str = ""
     jwks_file: str = ""

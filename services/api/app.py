@@ -77,6 +77,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
     # Outside the router (Litestar's own middleware runs only for matched routes), so 404s,
     # 405s and every other error get a request id, the X-Request-Id header and a log line.
     # Browser CORS and address limits inside it: their own answers (preflights, 429s) carry
-    # the request id too.
-    app.asgi_handler = request_context_middleware(browser.middleware(app.asgi_handler))
+    # the request id too. It also reads what an error left of the body (a 413 reaches a
+    # client that is still sending it).
+    app.asgi_handler = request_context_middleware(
+        browser.middleware(app.asgi_handler), drain_limit=settings.max_body_drain_bytes
+    )
     return app
