@@ -17,6 +17,8 @@ import uvloop
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.clock import SystemClock
 from shared.config import Settings
@@ -34,6 +36,7 @@ SPECS: dict[str, QueueSpec] = {spec.name: spec for spec in (expiry.SPEC, fraud.S
 HEALTH_INTERVAL_SECONDS = 2
 HEALTH_TTL_SECONDS = 10
 LOOP_STOP_GRACE_SECONDS = 5
+ARQ_RESTART_DELAY_SECONDS = 1.0
 
 
 def health_key(settings: Settings, queue: str, host: str | None = None) -> str:
@@ -157,7 +160,7 @@ async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.E
         for loop in SPECS[queue].loops
     ]
     loops.append(asyncio.create_task(_report_health(app, queues), name="health"))
-    runs = [asyncio.create_task(w.async_run()) for w in workers]
+    runs = [asyncio.create_task(_run_arq(w, stop)) for w in workers]
     log.info("worker.started", queues=list(queues), worker_id=app.worker_id)
     await stop.wait()
     log.info("worker.stopping")
@@ -171,6 +174,22 @@ async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.E
     await _clear_health(app, queues)
     await app.redis.aclose(close_connection_pool=True)
     log.info("worker.stopped")
+
+
+async def _run_arq(worker: Worker, stop: asyncio.Event) -> None:
+    """arq's poll loop ends at the first Redis error it meets (Redis restarted, or hung past
+    HS_REDIS_TIMEOUT_SECONDS): run it again, a second later, until the process stops. Else
+    the queue stopped for good while the process, its loops and its health key lived on.
+    Its jobs in flight are unaffected; a re-run skips arq's start-up (the pool exists)."""
+    while True:
+        try:
+            await worker.async_run()
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if stop.is_set():
+                return
+            log.warning("worker.queue_poll_failed", queue=worker.queue_name, error=repr(exc))
+            await asyncio.sleep(ARQ_RESTART_DELAY_SECONDS)
 
 
 async def _stop_loops(loops: Sequence[asyncio.Task[None]]) -> None:

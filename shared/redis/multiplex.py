@@ -129,6 +129,11 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(error)
 
 
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class MultiplexedRedis:
     """`await redis.execute("GET", key)`; scripts via `register_script(source)`."""
 
@@ -205,19 +210,30 @@ class MultiplexedRedis:
         """The live connection, else a new one. One connect at a time, shared by all who
         wait for it, each no longer than its own deadline: waiting in turn for a lock, as
         before, stacked a connect timeout per waiter while Redis hung."""
-        protocol = self._protocol
-        if protocol is not None and not protocol.closed:
-            return protocol
-        connecting = self._connecting
-        if connecting is None or connecting.done():
-            connecting = self._connecting = asyncio.ensure_future(self._connect())
-        remaining = deadline - asyncio.get_running_loop().time()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                # Shielded: one caller's deadline does not cancel the others' connect.
-                return await asyncio.shield(connecting)
-        except TimeoutError:
-            raise RedisTimeoutError("Timeout connecting to Redis") from None
+        loop = asyncio.get_running_loop()
+        joined = False  # whether the attempt awaited was begun before this call
+        while True:
+            protocol = self._protocol
+            if protocol is not None and not protocol.closed:
+                return protocol
+            connecting = self._connecting
+            joined = connecting is not None and not connecting.done() and not joined
+            if connecting is None or connecting.done():
+                connecting = self._connecting = asyncio.ensure_future(self._connect())
+                # Its failure may outlive every waiter (each gone at its own deadline): mark
+                # it seen, or asyncio logs "exception was never retrieved".
+                connecting.add_done_callback(_seen)
+            try:
+                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
+                    # Shielded: one caller's deadline does not cancel the others' connect.
+                    return await asyncio.shield(connecting)
+            except TimeoutError:
+                raise RedisTimeoutError("Timeout connecting to Redis") from None
+            except (RedisConnectionError, RedisTimeoutError):
+                # An attempt begun while Redis hung may fail just after it came back: one
+                # attempt of our own then, within our deadline.
+                if not joined:
+                    raise
 
     async def _connect(self) -> _Protocol:
         """A connection set up (AUTH, SELECT, CLIENT SETNAME) within the connect timeout;

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from shared.config import Settings
+from shared.redis.keys import Keys
 from tests.faults.conftest import RedisServer, stored_events
 from tests.processes import api_process, start_worker, stop
 from tests.support import seed_body
@@ -79,4 +80,34 @@ def test_expiry_and_fraud_worker_survive_a_sigstopped_redis(
                 assert events[session_id].count("hosted_session.expired") == 1
         assert worker.poll() is None, "the worker died"
     finally:
+        assert stop(worker) == 0, log_path.read_text()[-3000:]
+
+
+def test_webhook_queue_polls_again_after_a_sigstopped_redis(
+    fault_settings: Settings, own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """arq's poll loop ends at the first Redis error it meets; the worker must run it again,
+    or the webhook queue stops for good while the process (and its health key) lives on.
+    Seen through arq's own liveness key, which only a polling worker renews (TTL 3 s)."""
+    log_path = tmp_path / "worker.log"
+    health_key = f"{Keys(fault_settings.key_prefix).arq_queue('webhooks')}:health-check"
+    worker = start_worker(fault_settings, "webhooks", log_path)
+    client = own_redis.client()
+    try:
+        deadline = time.monotonic() + 15
+        while not client.exists(health_key):
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        own_redis.signal(signal.SIGSTOP)
+        time.sleep(STOPPED_S)
+        own_redis.signal(signal.SIGCONT)
+        time.sleep(5.0)  # two health intervals past the resume, the key's TTL past its lapse
+        client.delete(health_key)
+        deadline = time.monotonic() + 6
+        while not client.exists(health_key):
+            assert time.monotonic() < deadline, "the webhook queue is no longer polled"
+            time.sleep(0.2)
+        assert worker.poll() is None, "the worker died"
+    finally:
+        client.close()
         assert stop(worker) == 0, log_path.read_text()[-3000:]
