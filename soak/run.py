@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -733,6 +734,10 @@ async def traffic(
         await redis.aclose()
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="~60 s, no fuzz step")
@@ -779,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     record = out / "webhooks.txt"
     record.unlink(missing_ok=True)
     # SIGTERM (e.g. a CI timeout) unwinds through the finally blocks like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     sync = SyncRedis.from_url(redis_url)
     summary: dict[str, Any] = {}
     violations: list[str] = []
