@@ -129,7 +129,6 @@ def load_state(redis: Redis, prefix: str) -> State:
             except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 undecodable.append(f"{name}: stored session unreadable ({exc})")
                 continue
-            hold_raw: bytes | None = redis.get(keys.charge_hold(partition, record.id))  # type: ignore[assignment]  # sync client
             sessions[record.id] = SessionSeen(
                 id=record.id,
                 account_uid=record.account_uid,
@@ -139,8 +138,16 @@ def load_state(redis: Redis, prefix: str) -> State:
                 expires_at_ms=record.expires_at_ms,
                 expired_reason=record.expired_reason,
                 charge_id=record.payment.charge_id if record.payment else None,
-                hold_key=_HOLD.decode(hold_raw).idempotency_key if hold_raw else None,
+                hold_key=None,
             )
+        # The charge holds of the partition's sessions, in one MGET (one slot).
+        ids = [sid for sid in sessions if partition_of_session(sid) == partition]
+        holds: list[bytes | None] = (
+            redis.mget([keys.charge_hold(partition, sid) for sid in ids]) if ids else []  # type: ignore[assignment]  # sync client
+        )
+        for sid, hold in zip(ids, holds, strict=True):
+            if hold is not None:
+                sessions[sid].hold_key = _HOLD.decode(hold).idempotency_key
     events_by_session: dict[str, list[tuple[int, EventSeen]]] = defaultdict(list)
     for partition in range(PARTITIONS):
         stream = keys.events(partition)

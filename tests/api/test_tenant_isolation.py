@@ -41,7 +41,7 @@ OTHER = next(
     if partition_of_account(f"acct_iso_{i}") != partition_of_account(ACCOUNT)
 )
 ACCOUNTS = (ACCOUNT, SAME, OTHER)
-STEPS = 70
+STEPS = 50
 
 
 @pytest.fixture
