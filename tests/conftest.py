@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.devkeys import DevKeys, ensure_dev_keys, mint_admin_token
+from shared.logging import configure_logging
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
 from tests import logscan
 from tests.support import ACCOUNT
@@ -94,6 +96,16 @@ def token_for(dev_keys: tuple[DevKeys, Path], settings: Settings) -> Callable[..
 @pytest.fixture
 def admin_headers(token_for: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(ACCOUNT)}", "X-Payment-Account-Uid": ACCOUNT}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging_as_a_process() -> None:
+    """The in-process app logs as the API process does (JSON lines, redaction, a traceback as
+    plain text). Left unconfigured, structlog's development default renders an exception with
+    rich's frame locals: a failing request's body, PII included, in the captured output."""
+    configure_logging(Settings(log_json=True))
+    # Loggers cached on first use would keep the first test's captured stdout.
+    structlog.configure(cache_logger_on_first_use=False)
 
 
 # --- the log scan (tests/logscan.py): every log a test's child process wrote, and every

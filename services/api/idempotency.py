@@ -10,6 +10,8 @@ import msgspec
 import structlog
 from litestar import Request
 from litestar.response import Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.api.auth.guards import principal_of
 from services.api.errors import error_body
@@ -28,6 +30,9 @@ from shared.ids import partition_of_account
 AnyRequest = Request[Any, Any, Any]
 
 log = structlog.get_logger(__name__)
+
+# Releases sent after a Redis fault, held so the loop does not drop them half-way.
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 async def run_idempotent(
@@ -64,6 +69,14 @@ async def run_idempotent(
             await _settle(idempotency, replay, (exc.status, error_body(request, exc)))
         else:
             await _settle(idempotency, replay, None)
+        raise
+    except (RedisConnectionError, RedisTimeoutError):
+        # Redis is down or hung: releasing now would wait out a second deadline before the
+        # client gets its 503. Release in the background instead; the compare-and-delete is
+        # as safe late as now, and a retry meanwhile meets a Redis that cannot answer anyway.
+        task = asyncio.get_running_loop().create_task(_settle(idempotency, replay, None))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
         raise
     except (Exception, asyncio.CancelledError):
         # Whether or not the change was applied: if its step stored the answer, the
