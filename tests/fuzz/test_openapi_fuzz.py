@@ -118,7 +118,6 @@ _STATUSES_OF_CODE: dict[str, set[int]] = {
 assert set(_STATUSES_OF_CODE) == set(typing.get_args(ErrorCode))
 
 
-@schemathesis.check
 def error_envelope(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: Case
 ) -> bool | None:
