@@ -252,8 +252,9 @@ def api(
     finally:
         client = SyncRedis.from_url(redis_url)
         try:
-            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                client.delete(key)
+            for pattern in (f"{prefix}:*", f"arq:*{prefix}:*"):
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
         finally:
             client.close()
 
