@@ -6,7 +6,7 @@ documented, bodies and content types as documented, required headers and auth en
 the document forbids refused, and every error body the envelope `{code, message, recoverable,
 request_id}` with a code of the closed list at its status (DESIGN.md).
 
-`HS_FUZZ_EXAMPLES` (default 8) sets the generated examples per operation and generation mode
+`HS_FUZZ_EXAMPLES` (default 20) sets the generated examples per operation and generation mode
 (positive and negative), on top of the deterministic coverage phase. Without it the run is
 derandomized (`make test`: the same cases every time); with it (the soak) the seed is random
 unless `HS_FUZZ_SEED` gives one. The seed is printed in the summary line to replay a failure.
@@ -48,7 +48,7 @@ from tests.support import ACCOUNT, seed_body
 pytestmark = pytest.mark.fuzz
 Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
 
-EXAMPLES = int(os.environ.get("HS_FUZZ_EXAMPLES") or 8)
+EXAMPLES = int(os.environ.get("HS_FUZZ_EXAMPLES") or 20)
 # make test: derandomized. The soak (HS_FUZZ_EXAMPLES set): random, or HS_FUZZ_SEED's.
 _SEED_ENV = os.environ.get("HS_FUZZ_SEED")
 DETERMINISTIC = _SEED_ENV is None and "HS_FUZZ_EXAMPLES" not in os.environ
