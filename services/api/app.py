@@ -20,6 +20,7 @@ from services.api.middleware import request_context_middleware
 from services.api.pages.routes import PAGE_HANDLERS
 from services.api.path_ids import require_well_formed_ids
 from services.api.responses import JSONResponse
+from services.api.routing import repoint_options_handlers
 from services.api.sessions.routes import SessionController
 from services.api.wallet.routes import WalletController
 from services.api.webhooks.routes import WebhookController
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    repoint_options_handlers(app)
     # Outside the router (Litestar's own middleware runs only for matched routes), so 404s,
     # 405s and every other error get a request id, the X-Request-Id header and a log line.
     # Browser CORS and address limits inside it: their own answers (preflights, 429s) carry

@@ -19,17 +19,35 @@ if TYPE_CHECKING:
     from litestar.openapi.spec import Reference, Schema
 
 from services.api.errors import decode_strict
+from shared.errors import ValidationFailed
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 
+def _decoder(model: type[S]) -> msgspec.json.Decoder[Any]:
+    """msgspec decodes a lone tagged struct without its tag field, while the document (one
+    schema per struct, shared with the unions that need the tag) marks it required. In a
+    union the tag is required: a second member that no body names makes one."""
+    config = model.__struct_config__
+    if config.tag is None:
+        return msgspec.json.Decoder(model)
+    unmatched = msgspec.defstruct(
+        f"No{model.__name__}", [], tag_field=config.tag_field, tag="\x00unmatched"
+    )
+    return msgspec.json.Decoder(model | unmatched)
+
+
 def strict_body(model: type[S]) -> type[MsgspecDTO[S]]:
     """A DTO for `data: model` that decodes with `decode_strict` (errors name the field)."""
-    decoder = msgspec.json.Decoder(model)
+    decoder = _decoder(model)
+    tag_field = model.__struct_config__.tag_field
 
     class StrictBody(MsgspecDTO[model]):  # type: ignore[valid-type]  # a runtime type argument
         def decode_bytes(self, value: bytes) -> Any:
-            return decode_strict(value, decoder)
+            decoded = decode_strict(value, decoder)
+            if not isinstance(decoded, model):  # the tag of the unmatched member, sent on purpose
+                raise ValidationFailed(f"{tag_field}: Invalid value")
+            return decoded
 
         @classmethod
         def create_openapi_schema(

@@ -49,8 +49,10 @@ def _render(
     message: str,
     recoverable: bool,
     retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response[ErrorEnvelope]:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(retry_after)}
     envelope = ErrorEnvelope(
         code=code, message=message, recoverable=recoverable, request_id=request_id_of(request)
     )
@@ -137,7 +139,9 @@ def http_error_handler(
         if status == 400
         else _GENERIC_MESSAGES.get(status, "The request cannot be served")
     )
-    return _render(request, "validation_error", status, message, False)
+    # The framework's own headers stay: a 405 must list the path's methods in `Allow` (RFC 9110).
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return _render(request, "validation_error", status, message, False, headers=headers or None)
 
 
 def unexpected_error_handler(

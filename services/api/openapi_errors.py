@@ -14,6 +14,9 @@ ADMIN_ERRORS: Mapping[int, str] = {
     403: "insufficient_scope: the token may not act on this account",
     503: "network_error: the store is briefly unavailable (recoverable)",
 }
+# What an Idempotency-Key adds to a merchant POST (services/api/idempotency.py).
+IDEMPOTENCY_IN_FLIGHT = "validation_error: the first request with this Idempotency-Key is in flight"
+IDEMPOTENCY_REUSED = "validation_error: Idempotency-Key reused with another request"
 BROWSER_ERRORS: Mapping[int, str] = {
     401: "validation_error: missing or wrong client secret for this session",
     403: "origin_not_allowed: the calling origin is not allowed",

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.enums import HttpMethod
 from litestar.handlers.http_handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 
 
 class ReadOnlyGuardsHandler(HTTPRouteHandler):
@@ -34,3 +36,23 @@ def patch(path: str | None = None, **kwargs: Any) -> ReadOnlyGuardsHandler:
 
 def delete(path: str | None = None, **kwargs: Any) -> ReadOnlyGuardsHandler:
     return ReadOnlyGuardsHandler(path, http_method=HttpMethod.DELETE, **kwargs)
+
+
+def repoint_options_handlers(app: Litestar) -> None:
+    """Make each path's automatic OPTIONS answer list all of the path's methods in `Allow`.
+
+    Litestar 2 builds that handler as a closure over the route object of the path's first
+    handler; a path whose handlers are registered in more than one step (a controller's GET and
+    POST on one path) gets a new route object but keeps the old closure, whose `Allow` names
+    only the first methods (litestar-org/litestar#4169, fixed in Litestar 3 only). Found by
+    the contract fuzz (tests/fuzz); tests/api/test_bad_input.py checks the header."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = handler.fn
+            if handler.handler_name != "options_handler" or fn.__closure__ is None:
+                continue
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+                if name == "self" and isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route

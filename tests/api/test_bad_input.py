@@ -19,8 +19,8 @@ ENVELOPE_KEYS = {"code", "message", "recoverable", "request_id"}
 # UTF-16 surrogate (CESU-8), which UTF-8 forbids. msgspec raises UnicodeDecodeError for both,
 # not a DecodeError, so neither was seen as "not valid JSON".
 BAD_UTF8_BODIES = {
-    "0xff in a key": b'{"\xff": 1}',
-    "surrogate in a key": b'{"\xed\xa0\x80": 1}',
+    "0xff in a key": b'{%s"\xff": 1}',
+    "surrogate in a key": b'{%s"\xed\xa0\x80": 1}',
 }
 # Every route whose body is decoded by services/api/body.py (and account settings, which had
 # Litestar's lenient decoder): (method, path with {sid} / {wallet_sid}, surface).
@@ -35,6 +35,8 @@ BODY_ROUTES = [
     ("POST", "/v1/hosted-sessions/{sid}/challenge/verify", "payment"),
     ("POST", "/v1/hosted-sessions/{wallet_sid}/payment-methods", "wallet"),
 ]
+# A card body is looked up by its tag first: the decoder reaches the bad key only after it.
+LEADING_FIELDS = {"wallet": b'"type": "card", '}
 
 
 def assert_400(r: Any, *, naming: str) -> None:
@@ -69,7 +71,8 @@ async def test_a_body_that_is_not_utf8_is_a_400_on_every_body_route(
     client: Client, surfaces: dict[str, Any], method: str, path: str, surface: str, raw: bytes
 ) -> None:
     headers = {**surfaces[surface], "Content-Type": "application/json"}
-    r = await client.request(method, path.format(**surfaces["ids"]), content=raw, headers=headers)
+    body = raw % LEADING_FIELDS.get(surface, b"")
+    r = await client.request(method, path.format(**surfaces["ids"]), content=body, headers=headers)
     assert_400(r, naming="UTF-8")
 
 
@@ -163,3 +166,46 @@ async def test_events_cursor_bounds_are_valid_positions(
     )
     assert r.status_code == 200, r.text
     assert r.json() == first.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/v1/hosted-sessions", {"GET", "POST", "OPTIONS"}),
+        ("/v1/hosted-sessions/{sid}", {"GET", "PATCH", "OPTIONS"}),
+        ("/v1/account/settings", {"GET", "PATCH", "OPTIONS"}),
+        ("/v1/webhook-endpoints/we_0000000000000000", {"GET", "PATCH", "DELETE", "OPTIONS"}),
+        ("/v1/hosted-sessions/{wallet_sid}/payment-methods", {"GET", "POST", "OPTIONS"}),
+    ],
+)
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS"])
+async def test_allow_names_every_method_of_the_path(
+    client: Client, surfaces: dict[str, Any], path: str, methods: set[str], method: str
+) -> None:
+    """RFC 9110: a 405 lists the path's methods in `Allow` (the envelope dropped the header),
+    and so does the answer to OPTIONS (Litestar 2 listed only the methods of a path's first
+    registration: litestar-org/litestar#4169)."""
+    url = path.format(**surfaces["ids"])
+    headers = surfaces["wallet" if "payment-methods" in path else "admin"]
+    r = await client.request(method, url, headers=headers)
+    if method == "TRACE":
+        assert r.status_code == 405, r.text
+        assert r.json()["code"] == "validation_error"
+    else:
+        assert r.status_code == 204, r.text
+    assert set(r.headers.get("allow", "").replace(" ", "").split(",")) == methods
+
+
+async def test_saving_a_card_needs_its_type_as_the_document_says(
+    client: Client, surfaces: dict[str, Any]
+) -> None:
+    """The body's `type` is required in the OpenAPI document; msgspec let a lone tagged struct
+    go without it, so a card saved without it (the contract fuzz found it)."""
+    url = f"{URL}/{surfaces['ids']['wallet_sid']}/payment-methods"
+    card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    r = await client.post(url, json=card, headers=surfaces["wallet"])
+    assert_400(r, naming="type")
+    listed = await client.get(url, headers=surfaces["wallet"])
+    assert listed.json()["data"] == []
+    r = await client.post(url, json={**card, "type": "card"}, headers=surfaces["wallet"])
+    assert r.status_code == 201, r.text

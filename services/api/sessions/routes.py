@@ -14,7 +14,12 @@ from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
-from services.api.openapi_errors import ADMIN_ERRORS, error_responses
+from services.api.openapi_errors import (
+    ADMIN_ERRORS,
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_REUSED,
+    error_responses,
+)
 from services.api.routing import get, patch, post
 from services.api.sessions.schemas import (
     CreatedSession,
@@ -73,7 +78,14 @@ class SessionController(Controller):
 
         return await run_idempotent(request, 201, run)
 
-    @get("/", summary="List hosted sessions, newest first")
+    @get(
+        "/",
+        summary="List hosted sessions, newest first",
+        responses=_errors(
+            s400="validation_error: limit outside 1-100, unknown status, starting_after not a "
+            "session of this account, or a malformed header"
+        ),
+    )
     async def list_sessions(
         self,
         request: AnyRequest,
@@ -139,7 +151,8 @@ class SessionController(Controller):
         summary="Expire a hosted session now (idempotent)",
         responses=_errors(
             s404="validation_error: no such session for this account",
-            s409="already_confirmed: the session is complete",
+            s409=f"already_confirmed: the session is complete | {IDEMPOTENCY_IN_FLIGHT}",
+            s422=IDEMPOTENCY_REUSED,
         ),
     )
     async def expire_session(

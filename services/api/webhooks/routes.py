@@ -14,7 +14,12 @@ from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
-from services.api.openapi_errors import ADMIN_ERRORS, error_responses
+from services.api.openapi_errors import (
+    ADMIN_ERRORS,
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_REUSED,
+    error_responses,
+)
 from services.api.routing import delete, get, patch, post
 from services.api.webhooks.schemas import (
     CreateEndpointParams,
@@ -75,7 +80,11 @@ class WebhookController(Controller):
         # A replay under the same Idempotency-Key answers the same body (stored encrypted).
         return await run_idempotent(request, 201, run)
 
-    @get("/webhook-endpoints", summary="List the account's webhook endpoints, newest first")
+    @get(
+        "/webhook-endpoints",
+        summary="List the account's webhook endpoints, newest first",
+        responses=_errors(),
+    )
     async def list_endpoints(self, request: AnyRequest, account_uid: Account) -> EndpointList:
         data = await app_services(request).webhooks.list_endpoints(
             principal_of(request).account_uid
@@ -134,7 +143,7 @@ class WebhookController(Controller):
         status_code=200,
         summary="Rotate the signing secret: the new one is shown once; the previous one "
         "keeps signing beside it for 24 h",
-        responses=_errors(s404=_NOT_FOUND),
+        responses=_errors(s404=_NOT_FOUND, s409=IDEMPOTENCY_IN_FLIGHT, s422=IDEMPOTENCY_REUSED),
     )
     async def rotate_secret(
         self,
@@ -180,7 +189,9 @@ class WebhookController(Controller):
         summary="Send a dead delivery once more, now (one attempt)",
         responses=_errors(
             s404="validation_error: no such delivery for this account",
-            s409="validation_error: the delivery is not dead, or its endpoint is disabled",
+            s409="validation_error: the delivery is not dead, or its endpoint is disabled | "
+            + IDEMPOTENCY_IN_FLIGHT,
+            s422=IDEMPOTENCY_REUSED,
         ),
     )
     async def redeliver(
