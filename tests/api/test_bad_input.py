@@ -13,6 +13,8 @@ from shared.clock import ManualClock
 from tests.api.test_checkout import URL, open_session
 
 Client = AsyncTestClient[Any]
+# A well-formed endpoint id that no endpoint has (a malformed one is a 404 before its body).
+ENDPOINT = "we_" + "0" * 24
 ENVELOPE_KEYS = {"code", "message", "recoverable", "request_id"}
 
 # A JSON string holding a byte that never starts a UTF-8 sequence, and one holding an encoded
@@ -29,7 +31,7 @@ BODY_ROUTES = [
     ("PATCH", "/v1/hosted-sessions/{sid}", "admin"),
     ("PATCH", "/v1/account/settings", "admin"),
     ("POST", "/v1/webhook-endpoints", "admin"),
-    ("PATCH", "/v1/webhook-endpoints/we_0000000000000000", "admin"),
+    ("PATCH", f"/v1/webhook-endpoints/{ENDPOINT}", "admin"),
     ("POST", "/v1/hosted-sessions/{sid}/confirm", "payment"),
     ("POST", "/v1/hosted-sessions/{sid}/quote-fee", "payment"),
     ("POST", "/v1/hosted-sessions/{sid}/challenge/verify", "payment"),
@@ -174,7 +176,7 @@ async def test_events_cursor_bounds_are_valid_positions(
         ("/v1/hosted-sessions", {"GET", "POST", "OPTIONS"}),
         ("/v1/hosted-sessions/{sid}", {"GET", "PATCH", "OPTIONS"}),
         ("/v1/account/settings", {"GET", "PATCH", "OPTIONS"}),
-        ("/v1/webhook-endpoints/we_0000000000000000", {"GET", "PATCH", "DELETE", "OPTIONS"}),
+        (f"/v1/webhook-endpoints/{ENDPOINT}", {"GET", "PATCH", "DELETE", "OPTIONS"}),
         ("/v1/hosted-sessions/{wallet_sid}/payment-methods", {"GET", "POST", "OPTIONS"}),
     ],
 )
