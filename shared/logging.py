@@ -111,6 +111,11 @@ def _render_json(logger: Any, method: str, event: MutableMapping[str, Any]) -> s
     return msgspec.json.encode(event, enc_hook=repr).decode()
 
 
+# The JSON line's renderer, for a caller that configures structlog itself (the tests' in-process
+# app writes its lines at once to the test's captured stdout).
+render_json_line = _render_json
+
+
 class TurnWriter:
     """Writes the log lines of one event-loop turn with one write and flush.
 

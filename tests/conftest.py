@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.devkeys import DevKeys, ensure_dev_keys, mint_admin_token
-from shared.logging import configure_logging
+from shared.logging import render_json_line
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
 from tests import logscan
 from tests.support import ACCOUNT
@@ -98,14 +99,19 @@ def admin_headers(token_for: Callable[..., str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(ACCOUNT)}", "X-Payment-Account-Uid": ACCOUNT}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _logging_as_a_process() -> None:
-    """The in-process app logs as the API process does (JSON lines, redaction, a traceback as
-    plain text). Left unconfigured, structlog's development default renders an exception with
-    rich's frame locals: a failing request's body, PII included, in the captured output."""
-    configure_logging(Settings(log_json=True))
-    # Loggers cached on first use would keep the first test's captured stdout.
-    structlog.configure(cache_logger_on_first_use=False)
+    """The in-process app's lines as the API process renders them (JSON, redaction, a
+    traceback as plain text), written at once to whatever stdout the test's capture holds.
+    Left unconfigured, structlog's development default renders an exception with rich's frame
+    locals: a failing request's body, PII included, in the captured output. Set before every
+    test: a test that calls `structlog.reset_defaults()` brings that default back."""
+    structlog.configure(
+        processors=[render_json_line],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
 
 
 # --- the log scan (tests/logscan.py): every log a test's child process wrote, and every

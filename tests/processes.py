@@ -63,6 +63,15 @@ def api_process(
     settings: Settings, log_path: Path, extra_env: Mapping[str, str] | None = None
 ) -> Iterator[str]:
     """An API process on a free port; yields its base URL once /readyz answers."""
+    with api_process_handle(settings, log_path, extra_env) as (_, base_url):
+        yield base_url
+
+
+@contextmanager
+def api_process_handle(
+    settings: Settings, log_path: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`api_process`, yielding the process too (for a test that signals it)."""
     port = free_port()
     register(log_path)
     env = child_env(settings, {"HS_API_PORT": str(port), **(extra_env or {})})
@@ -88,6 +97,6 @@ def api_process(
             if time.monotonic() > deadline:
                 raise RuntimeError("API did not become ready")
             time.sleep(0.1)
-        yield base_url
+        yield proc, base_url
     finally:
         stop(proc)

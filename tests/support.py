@@ -63,3 +63,13 @@ async def eventually(
         if accept(value) or time.monotonic() >= deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+class FakeMonotonic:
+    """A monotonic clock that only moves when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -10,12 +10,8 @@ answer a charge it has recorded seconds late; the test kills the API in that win
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,7 @@ from shared.config import Settings
 from shared.ids import partition_of_session
 from shared.redis.keys import Keys
 from tests.faults.conftest import RedisServer, stored_events
-from tests.processes import child_env, free_port, stop
+from tests.processes import api_process_handle
 from tests.support import seed_body
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,37 +56,6 @@ def _low_risk_body() -> dict[str, Any]:
     return body
 
 
-@contextmanager
-def _api(
-    settings: Settings, log_path: Path, extra_env: dict[str, str]
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """An API process and its base URL once /readyz answers (the process, to SIGKILL it)."""
-    port = free_port()
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api"],
-            env=child_env(settings, {"HS_API_PORT": str(port), **extra_env}),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "API did not become ready"
-            time.sleep(0.1)
-        yield proc, base_url
-    finally:
-        stop(proc)
-
-
 def test_api_killed_between_charge_and_session_update(
     fault_settings: Settings,
     own_redis: RedisServer,
@@ -101,7 +66,7 @@ def test_api_killed_between_charge_and_session_update(
     charges_key = f"{fault_settings.key_prefix}:sim:charges"  # the simulator's own ledger
     log_path = tmp_path / "api.log"
     try:
-        with _api(
+        with api_process_handle(
             fault_settings, log_path, {"HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS": "30"}
         ) as (proc, base_url):
             created = httpx.post(
@@ -146,7 +111,7 @@ def test_api_killed_between_charge_and_session_update(
         # would be once STALE_HOLD_MS passed (before that the retry answers 409 in progress).
         offset = {"HS_CLOCK_OFFSET_MS": str(STALE_HOLD_MS + 1000)}
         with (
-            _api(fault_settings, log_path, offset) as (_, base_url),
+            api_process_handle(fault_settings, log_path, offset) as (_, base_url),
             httpx.Client(base_url=base_url, timeout=10) as http,
         ):
             retried = http.post(f"{URL}/{session_id}/confirm", json=CARD, headers=shopper)

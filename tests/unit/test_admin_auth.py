@@ -28,21 +28,12 @@ from services.api.auth.admin import (
 from shared.config import Settings
 from shared.devkeys import DevKeys, generate_dev_keys, mint_admin_token
 from shared.errors import InsufficientScope, NotAuthenticated, ValidationFailed
+from tests.support import FakeMonotonic
 
 ISSUER = "test-issuer"
 ADMIN = "hosted-sessions-admin"
 PLATFORM = "platform-admin"
 ACCOUNT = "acct_1"
-
-
-class FakeMonotonic:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -24,19 +24,10 @@ from services.api.auth.admin import (
 from shared.config import Settings
 from shared.devkeys import DevKeys, generate_dev_keys, mint_admin_token
 from shared.errors import NotAuthenticated
+from tests.support import FakeMonotonic
 
 ISSUER = "test-issuer"
 ACCOUNT = "acct_1"
-
-
-class FakeMonotonic:
-    """A monotonic clock that only moves when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class JWKSServer:
