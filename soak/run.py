@@ -751,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or float(os.environ.get("SOAK_SECONDS") or (30 if args.smoke else 600))
     users = args.users or (3 if args.smoke else 6)
     fuzz_examples = (
-        args.fuzz_examples if args.fuzz_examples is not None else (0 if args.smoke else 3000)
+        args.fuzz_examples if args.fuzz_examples is not None else (0 if args.smoke else 60)
     )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     rng = random.Random(seed)  # noqa: S311  (a reproducible traffic mix, not a secret)
