@@ -1,7 +1,7 @@
 """The Redis ceiling of a create: what the server alone sustains of the script call a create
 sends, measured with redis-benchmark. The call is not spelled out here (the storage layout is
 the service's business and changes): one real create runs in-process through
-`shared.wiring.build_session_service` on a client that records its EVALSHA calls, and the
+`shared.wiring.wire_core` on a client that records its EVALSHA calls, and the
 session write among them is replayed with a fresh session id per call (`__rand_int__`).
 """
 
@@ -24,7 +24,7 @@ from shared.clock import SystemClock
 from shared.config import Settings
 from shared.logging import configure_logging
 from shared.sessions.params import CreateSessionParams
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import seed_body
 
 
@@ -59,7 +59,7 @@ async def capture_create(settings: Settings) -> tuple[str, list[str], list[str],
     redis = _Recording.from_url(settings.redis_url)
     redis.evalshas = []
     try:
-        sessions, _ = build_session_service(settings, redis, SystemClock())
+        sessions = wire_core(settings, redis, SystemClock()).sessions
         params = msgspec.convert(seed_body(), CreateSessionParams)
         created = await sessions.create("acct_ceiling", params)
     finally:

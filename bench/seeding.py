@@ -6,7 +6,7 @@ from the environment, `HS_*` and `REDIS_URL`, as a worker reads them):
     .venv/bin/python -m bench.seeding --count 500000 [--accounts 64] [--expires-in 86400]
 
 Sessions are made by `SessionService.create` as wired for the API and workers
-(`shared.wiring.build_session_service`): the same record, secret hash, encrypted fraud signals,
+(`shared.wiring.wire_core`): the same record, secret hash, encrypted fraud signals,
 indexes, `created` event and follow-up work as a create through the API, minus HTTP and the
 admin token. Nothing here knows a key beyond `shared.redis.keys.Keys`.
 """
@@ -37,7 +37,7 @@ from shared.logging import configure_logging
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.processes import child_env
 from tests.support import seed_body
 
@@ -99,7 +99,7 @@ async def seed_sessions(
     configure_logging(settings)  # the service logs each create at info: not to our stdout
     redis = create_redis(settings, client_name="bench-seed")
     clock = _SettableClock()
-    sessions, _ = build_session_service(settings, redis, clock)
+    sessions = wire_core(settings, redis, clock).sessions
     out: list[tuple[str, int]] = [("", 0)] * count
     gate = asyncio.Semaphore(concurrency)
 

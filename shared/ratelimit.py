@@ -237,18 +237,15 @@ _HOUR = 3600
 _UNKNOWN_ADDRESS = "unknown"  # not an IP address: never any real client's budget
 
 
-def build_rate_limits(
-    settings: Settings, redis: Redis, clock: Clock
-) -> tuple[RequestLimits, CardTestingGuard]:
-    """The API's request limits and card-testing guard, from settings."""
-    limiter = RateLimiter(redis, clock)
-    keys = Keys(settings.key_prefix)
-    digest = AddressDigest(DataCipher(settings.data_key_bytes))
+def build_request_limits(
+    settings: Settings, redis: Redis, clock: Clock, keys: Keys, cipher: DataCipher
+) -> RequestLimits:
+    """The API's per-session and per-address request limits, from settings."""
     s = settings
-    requests = RequestLimits(
-        limiter,
+    return RequestLimits(
+        RateLimiter(redis, clock),
         keys,
-        digest,
+        AddressDigest(cipher),
         per_session={
             "read": Limit(s.rate_limit_reads_per_session, _MINUTE),
             "confirm": Limit(s.rate_limit_confirms_per_session, _MINUTE),
@@ -260,11 +257,16 @@ def build_rate_limits(
             "challenge": Limit(s.rate_limit_challenges_per_ip, _MINUTE),
         },
     )
-    card_testing = CardTestingGuard(
-        limiter,
+
+
+def build_card_testing(
+    settings: Settings, redis: Redis, clock: Clock, keys: Keys, cipher: DataCipher
+) -> CardTestingGuard:
+    """The confirm's card-testing guard, from settings."""
+    return CardTestingGuard(
+        RateLimiter(redis, clock),
         keys,
-        digest,
-        per_card=Limit(s.card_testing_failures_per_card, _HOUR),
-        per_ip=Limit(s.card_testing_failures_per_ip, _HOUR),
+        AddressDigest(cipher),
+        per_card=Limit(settings.card_testing_failures_per_card, _HOUR),
+        per_ip=Limit(settings.card_testing_failures_per_ip, _HOUR),
     )
-    return requests, card_testing

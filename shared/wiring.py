@@ -1,8 +1,13 @@
-"""Builds the core services the same way for the API and the workers."""
+"""The one wiring site: every Redis client and every core service is built here, once per
+process, into one typed `Core` that the API (`services/api/lifespan.py`) and the workers
+(`workers/main.py`) both receive. The API adds only HTTP things on top (admin auth and its
+JWKS cache, request limits, the origin cache); the workers only queue things (arq pools,
+the webhook runtime, their id)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -19,22 +24,72 @@ from shared.checkout.store import CheckoutStore
 from shared.clock import Clock
 from shared.config import Settings
 from shared.crypto import DataCipher
+from shared.events.stream import AccountEvents
 from shared.fees.service import FeeService
 from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
-from shared.jobs import deserialize_job, serialize_job
+from shared.jobs import JobQueue, deserialize_job, serialize_job
 from shared.payments.processor import SimulatedProcessor
+from shared.ratelimit import build_card_testing
+from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore
 from shared.sessions.service import SessionService
 from shared.sessions.store import SessionStore
 from shared.wallet.store import WalletStore
+from shared.webhooks.service import WebhookService
+from shared.webhooks.ssrf import private_allowed
+from shared.webhooks.store import WebhookStore
+
+
+class Managed(Protocol):
+    """Something that lives as long as the process: started after wiring, closed at exit
+    (a refresher task, a pooled client of an outside service)."""
+
+    def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+M = TypeVar("M", bound=Managed)
+
+
+@dataclass(slots=True)
+class Lifetime:
+    """The process-lifetime resources of one wiring, started in order, closed in reverse."""
+
+    _items: list[Managed] = field(default_factory=list)
+
+    def add(self, item: M) -> M:
+        """Register `item` (returned, so construction and registration are one statement)."""
+        self._items.append(item)
+        return item
+
+    def start(self) -> None:
+        for item in self._items:
+            item.start()
+
+    async def aclose(self) -> None:
+        for item in reversed(self._items):
+            await item.aclose()
+
+
+def data_client(settings: Settings, client_name: str) -> Redis:
+    """The data store's client (sessions, events, limits, ...). Single commands and scripts
+    share one auto-pipelined connection (shared/redis/multiplex.py)."""
+    return create_redis(settings, client_name=client_name, multiplex_scripts=True)
+
+
+def queue_client(settings: Settings, client_name: str) -> ArqRedis:
+    """A pool for arq's job queue (a worker's poll loop holds one per queue). The data store
+    and the queue may become separate servers (a cluster for data): only this changes."""
+    return arq_client(create_redis(settings, client_name=client_name))
 
 
 def arq_client(redis: Redis) -> ArqRedis:
-    """arq on the same pool: one set of connections, timeouts and retries."""
+    """arq over `redis`'s pool, with our job serialization."""
     return ArqRedis(
         connection_pool=redis.connection_pool,
         job_serializer=serialize_job,
@@ -42,31 +97,15 @@ def arq_client(redis: Redis) -> ArqRedis:
     )
 
 
-def build_session_service(
-    settings: Settings, redis: Redis, clock: Clock
-) -> tuple[SessionService, IdempotencyService]:
-    keys = Keys(settings.key_prefix)
-    cipher = DataCipher(settings.data_key_bytes)
-    idempotency = IdempotencyService(
-        IdempotencyStore(redis, keys),
-        cipher,
-        ttl_seconds=settings.idempotency_ttl_seconds,
-        lock_seconds=settings.idempotency_lock_seconds,
-    )
-    sessions = SessionService(
-        SessionStore(redis, keys),
-        cipher,
-        clock,
-        settings.public_base_url,
-    )
-    return sessions, idempotency
-
-
 @dataclass(frozen=True, slots=True)
-class Domain:
-    """Every service of the core, built once per process over one Redis pool (the API's app
-    state and the workers' context hold one each)."""
+class Core:
+    """Every service of the core, built once per process by `build_core`."""
 
+    settings: Settings
+    clock: Clock
+    # The data store's client. The webhook JobQueue enqueues over it too (one pool) until
+    # the queue gets its own server; `build_core` is where that split goes.
+    redis: Redis
     keys: Keys
     cipher: DataCipher
     sessions: SessionService
@@ -74,16 +113,45 @@ class Domain:
     accounts: AccountService
     risk: RiskService
     fees: FeeService
-    checkout: CheckoutService
     wallet: WalletStore
+    checkout: CheckoutService
     challenge: ChallengeService
+    webhooks: WebhookService
+    webhook_store: WebhookStore
+    jobs: JobQueue
+    events: AccountEvents
+    lifetime: Lifetime
+
+    def start(self) -> None:
+        """Start the process-lifetime resources (call once, inside the event loop)."""
+        self.lifetime.start()
+
+    async def aclose(self) -> None:
+        """Close the resources, then the Redis pool."""
+        try:
+            await self.lifetime.aclose()
+        finally:
+            await self.redis.aclose(close_connection_pool=True)
 
 
-def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
-    """Wire the core: nothing connects until first use."""
+def build_core(settings: Settings, clock: Clock, *, client_name: str) -> Core:
+    """The core over a new data-store client: nothing connects until first use."""
+    return wire_core(settings, data_client(settings, client_name), clock)
+
+
+def wire_core(settings: Settings, redis: Redis, clock: Clock) -> Core:
+    """The core over a given client (tests and benches bring their own; the processes use
+    `build_core`). `Core.aclose` closes that client too."""
     keys = Keys(settings.key_prefix)
     cipher = DataCipher(settings.data_key_bytes)
-    sessions, idempotency = build_session_service(settings, redis, clock)
+    lifetime = Lifetime()
+    sessions = SessionService(SessionStore(redis, keys), cipher, clock, settings.public_base_url)
+    idempotency = IdempotencyService(
+        IdempotencyStore(redis, keys),
+        cipher,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        lock_seconds=settings.idempotency_lock_seconds,
+    )
     accounts = AccountService(AccountStore(redis, keys))
     risk = RiskService(RiskStore(redis, keys), sessions, cipher)
     confirm_risk = ConfirmRisk(risk, sessions, clock)
@@ -94,29 +162,51 @@ def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
         quote_ttl_seconds=settings.fee_quote_ttl_seconds,
     )
     wallet = WalletStore(redis, keys)
+
+    # --- payment processor ---
+    processor = SimulatedProcessor(
+        redis,
+        settings.key_prefix,
+        answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
+    )
+
     checkout = CheckoutService(
         sessions,
         CheckoutStore(redis, keys),
         wallet,
-        SimulatedProcessor(
-            redis,
-            settings.key_prefix,
-            answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
-        ),
+        processor,
         confirm_risk,
         fees,
         cipher,
         clock,
+        # Counts declines per card and client address; only the API's confirm knows one.
+        card_testing=build_card_testing(settings, redis, clock, keys, cipher),
     )
     limits = ChallengeLimits()
+
+    # --- SMS sender --- (one with a connection to close registers in `lifetime`)
     sender: SmsSender = UnconfiguredSmsSender()
     if settings.env != "production":
         # The dev outbox keeps a text as long as its code lives (tests and the dev page read it);
         # production has no provider integrated yet and sending fails loudly.
         outbox = DevSmsOutbox(redis, keys, ttl_seconds=limits.code_ttl_ms // 1000)
         sender = DevSmsSender(settings, outbox)
+
     challenge = ChallengeService(sessions, confirm_risk, sender, cipher, clock, limits)
-    return Domain(
+    webhook_store = WebhookStore(redis, keys)
+    jobs = JobQueue(redis, keys)
+    webhooks = WebhookService(
+        webhook_store,
+        jobs,
+        cipher,
+        clock,
+        require_https=settings.env == "production",
+        allow_private=private_allowed(settings),
+    )
+    return Core(
+        settings=settings,
+        clock=clock,
+        redis=redis,
         keys=keys,
         cipher=cipher,
         sessions=sessions,
@@ -124,7 +214,12 @@ def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
         accounts=accounts,
         risk=risk,
         fees=fees,
-        checkout=checkout,
         wallet=wallet,
+        checkout=checkout,
         challenge=challenge,
+        webhooks=webhooks,
+        webhook_store=webhook_store,
+        jobs=jobs,
+        events=AccountEvents(redis, keys),
+        lifetime=lifetime,
     )

@@ -14,11 +14,11 @@ log = structlog.get_logger(__name__)
 
 async def trim_loop(app: WorkerContext) -> None:
     """Trim the event streams every `event_trim_interval_seconds`, until cancelled."""
-    settings = app.settings
+    settings = app.core.settings
     try:
         trimmer = EventTrimmer(
-            app.redis,
-            app.keys,
+            app.core.redis,
+            app.core.keys,
             min_retention_ms=settings.event_min_retention_seconds * 1000,
             max_retention_ms=settings.event_max_retention_seconds * 1000,
         )

@@ -31,7 +31,9 @@ LEASE_REFRESH_SECONDS = 0.5
 
 async def expiry_loop(app: WorkerContext) -> None:
     """Expire due sessions of the partitions this worker holds, until cancelled."""
-    leases = PartitionLeases(app.redis, app.keys, "expiry", app.worker_id, ttl_ms=LEASE_TTL_MS)
+    leases = PartitionLeases(
+        app.core.redis, app.core.keys, "expiry", app.worker_id, ttl_ms=LEASE_TTL_MS
+    )
     held: list[int] = []
     next_refresh = 0.0
     try:
@@ -43,14 +45,14 @@ async def expiry_loop(app: WorkerContext) -> None:
                     EXPIRY_PARTITIONS.set(len(held))
                 # Partitions concurrently: Redis runs one batch while Python builds the next.
                 batches = await asyncio.gather(
-                    *(app.sessions.expire_due(partition, BATCH) for partition in held)
+                    *(app.core.sessions.expire_due(partition, BATCH) for partition in held)
                 )
                 for batch in batches:
                     for lag in batch.lags:
                         EXPIRY_LAG.observe(lag / 1000)
                     for session_id in batch.held:
                         # A charge whose request died holds the session: ask the processor.
-                        await app.checkout.reconcile(session_id)
+                        await app.core.checkout.reconcile(session_id)
                 full = any(len(b.lags) + len(b.held) >= BATCH for b in batches)
             except asyncio.CancelledError:
                 raise

@@ -54,8 +54,8 @@ _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 async def scoring_loop(app: WorkerContext) -> None:
     """Score the sessions of new `created` events, until cancelled."""
     consumer = EventConsumer(
-        app.redis,
-        app.keys,
+        app.core.redis,
+        app.core.keys,
         group=CONSUMER_GROUP,
         consumer=app.worker_id,
         batch=BATCH,
@@ -125,7 +125,7 @@ async def _score_batch(app: WorkerContext, batch: list[StreamMessage]) -> list[S
     # A redelivered entry may share a read with its first delivery's replay: score each once.
     ids = list(dict.fromkeys(m.head.session_id for m in batch))
     try:
-        outcomes = await app.risk.score_many(ids)
+        outcomes = await app.core.risk.score_many(ids)
     except _REDIS_DOWN:
         raise  # nothing to ack: the loop backs off and the entries are read again
     except Exception:
@@ -143,7 +143,7 @@ async def _score_one_by_one(app: WorkerContext, batch: list[StreamMessage]) -> l
     for message in batch:
         session_id = message.head.session_id
         try:
-            outcome = await app.risk.score_session(session_id)
+            outcome = await app.core.risk.score_session(session_id)
         except _REDIS_DOWN:
             raise
         except Exception:

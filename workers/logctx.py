@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared.logging import clear_log_context
+from workers.context import JobRun
 
 
-def bind_job(ctx: dict[str, Any], task: str, **values: Any) -> None:
+def bind_job(job: JobRun, task: str, **values: Any) -> None:
     """Fresh log context for one job run: task, job id, try number and the given ids."""
-    clear_log_context(task=task, job_id=ctx.get("job_id"), job_try=ctx.get("job_try"), **values)
+    clear_log_context(task=task, job_id=job.job_id, job_try=job.job_try, **values)

@@ -23,9 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.clock import SystemClock
 from shared.config import Settings
 from shared.jobs import deserialize_job, serialize_job
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
-from shared.wiring import arq_client, build_domain
+from shared.wiring import build_core, data_client, queue_client
 from workers import expiry, fraud, webhooks
 from workers.context import QueueSpec, WorkerContext
 from workers.metrics import JOB_SECONDS, JOBS, QUEUE_DEPTH
@@ -44,23 +43,17 @@ def health_key(settings: Settings, queue: str, host: str | None = None) -> str:
     return Keys(settings.key_prefix).worker_health(host or socket.gethostname(), queue)
 
 
-def build_context(settings: Settings) -> WorkerContext:
-    # Single commands and scripts on one auto-pipelined connection, as in the API: a
-    # webhook attempt or a scoring batch is a handful of them (shared/redis/multiplex.py).
-    redis = create_redis(settings, client_name="hosted-sessions-worker", multiplex_scripts=True)
+def build_context(settings: Settings, queues: Sequence[str] = ()) -> WorkerContext:
+    """The core plus what the given queues need (ValueError when their settings are wrong)."""
     # The worker's clock is the real one: arq schedules deferred jobs on real time.
-    clock = SystemClock()
-    domain = build_domain(settings, redis, clock)
+    core = build_core(settings, SystemClock(), client_name="hosted-sessions-worker")
+    try:
+        runtime = webhooks.build_runtime(core) if webhooks.SPEC.name in queues else None
+    except ValueError:
+        log.exception("webhook.misconfigured")
+        raise
     return WorkerContext(
-        settings=settings,
-        redis=redis,
-        keys=domain.keys,
-        sessions=domain.sessions,
-        checkout=domain.checkout,
-        risk=domain.risk,
-        cipher=domain.cipher,
-        clock=clock,
-        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        core=core, worker_id=f"{socket.gethostname()}:{os.getpid()}", webhooks=runtime
     )
 
 
@@ -71,7 +64,7 @@ def build_workers(
     unknown = set(queues) - set(SPECS)
     if unknown or not queues:
         raise ValueError(f"queues must be a non-empty subset of {', '.join(SPECS)}")
-    app = build_context(settings)
+    app = build_context(settings, queues)
     workers = []
     for queue in queues:
         spec = SPECS[queue]
@@ -81,8 +74,8 @@ def build_workers(
             Worker(
                 functions=[_instrumented(queue, f) for f in spec.functions],
                 cron_jobs=[make(settings) for make in spec.cron_jobs],
-                queue_name=app.keys.arq_queue(queue),
-                redis_pool=arq_client(create_redis(settings, client_name=f"arq-{queue}")),
+                queue_name=app.core.keys.arq_queue(queue),
+                redis_pool=queue_client(settings, f"arq-{queue}"),
                 burst=burst,
                 handle_signals=False,
                 max_jobs=settings.worker_max_jobs,
@@ -90,7 +83,7 @@ def build_workers(
                 job_timeout=spec.job_timeout,
                 keep_result=60,
                 health_check_interval=HEALTH_INTERVAL_SECONDS,
-                health_check_key=f"{app.keys.arq_queue(queue)}:health-check",
+                health_check_key=f"{app.core.keys.arq_queue(queue)}:health-check",
                 ctx={"app": app},
                 job_completion_wait=spec.job_timeout,
                 log_results=False,
@@ -135,10 +128,10 @@ async def _report_health(app: WorkerContext, queues: Sequence[str]) -> None:
     payload = msgspec.json.encode({"worker_id": app.worker_id, "queues": list(queues)})
     while True:
         try:
-            pipe = app.redis.pipeline(transaction=False)
+            pipe = app.core.redis.pipeline(transaction=False)
             for queue in queues:
-                pipe.set(health_key(app.settings, queue, host), payload, ex=HEALTH_TTL_SECONDS)
-                pipe.zcard(app.keys.arq_queue(queue))
+                pipe.set(health_key(app.core.settings, queue, host), payload, ex=HEALTH_TTL_SECONDS)
+                pipe.zcard(app.core.keys.arq_queue(queue))
             replies = await pipe.execute()
             for queue, depth in zip(queues, replies[1::2], strict=True):
                 QUEUE_DEPTH.labels(queue).set(depth)
@@ -152,6 +145,7 @@ async def _report_health(app: WorkerContext, queues: Sequence[str]) -> None:
 async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.Event) -> None:
     """Run the queues' workers and loops until `stop` is set, then shut down cleanly."""
     workers, app = build_workers(settings, queues)
+    app.core.start()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     loops = [
@@ -172,7 +166,7 @@ async def run_workers(settings: Settings, queues: Sequence[str], stop: asyncio.E
     for worker in workers:
         await worker.close()
     await _clear_health(app, queues)
-    await app.redis.aclose(close_connection_pool=True)
+    await app.aclose()
     log.info("worker.stopped")
 
 
@@ -212,7 +206,7 @@ async def _stop_loops(loops: Sequence[asyncio.Task[None]]) -> None:
 
 async def _clear_health(app: WorkerContext, queues: Sequence[str]) -> None:
     # Only this host's keys; another process of the same host re-sets them within seconds.
-    await app.redis.delete(*(health_key(app.settings, q) for q in queues))
+    await app.core.redis.delete(*(health_key(app.core.settings, q) for q in queues))
 
 
 async def _main(settings: Settings, queues: Sequence[str]) -> None:
@@ -238,7 +232,7 @@ def run_worker(settings: Settings, queues: Sequence[str]) -> int:
 
 
 async def _check(settings: Settings, queues: Sequence[str]) -> int:
-    redis: Redis = create_redis(settings, client_name="hosted-sessions-check")
+    redis: Redis = data_client(settings, "hosted-sessions-check")
     try:
         missing = [q for q in queues if not await redis.exists(health_key(settings, q))]
     finally:

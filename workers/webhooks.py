@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from arq import Retry
@@ -23,13 +22,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events.stream import EventConsumer
-from shared.jobs import TASK_DELIVER_WEBHOOK, WEBHOOK_QUEUE, JobQueue
+from shared.jobs import TASK_DELIVER_WEBHOOK, WEBHOOK_QUEUE
 from shared.webhooks.delivery import DeliveryRunner, EndpointBusy, WebhookSender
 from shared.webhooks.model import parse_retry_schedule
 from shared.webhooks.service import WebhookDispatcher
 from shared.webhooks.ssrf import private_allowed
-from shared.webhooks.store import WebhookStore
-from workers.context import Loop, QueueSpec, WorkerContext, app_of
+from shared.wiring import Core
+from workers.context import JobRun, Loop, QueueSpec, WorkerContext, arq_task
 from workers.logctx import bind_job
 from workers.metrics import WEBHOOK_ATTEMPTS
 
@@ -72,7 +71,7 @@ class WebhookRuntime:
             if not self.in_flight:
                 self.idle.set()
 
-    async def aclose(self, wait_s: float) -> None:
+    async def aclose(self, wait_s: float = JOB_TIMEOUT_SECONDS) -> None:
         """Let running attempts finish (up to `wait_s`), then close the HTTP client."""
         if self.in_flight:
             with contextlib.suppress(TimeoutError):
@@ -81,11 +80,10 @@ class WebhookRuntime:
         await self.sender.aclose()
 
 
-def build_runtime(app: WorkerContext) -> WebhookRuntime:
-    """Wire the webhook runtime of a worker process (nothing connects until first use)."""
-    settings = app.settings
-    store = WebhookStore(app.redis, app.keys)
-    jobs = JobQueue(app.redis, app.keys)
+def build_runtime(core: Core) -> WebhookRuntime:
+    """Wire the webhook runtime of a worker process (nothing connects until first use);
+    ValueError when the settings are wrong (the process then fails to start)."""
+    settings = core.settings
     schedule = parse_retry_schedule(settings.webhook_retry_schedule)
     timeout_s = min(settings.webhook_timeout_seconds, _HTTP_TIMEOUT_CAP_SECONDS)
     if timeout_s < settings.webhook_timeout_seconds:
@@ -96,47 +94,25 @@ def build_runtime(app: WorkerContext) -> WebhookRuntime:
         per_origin=max(1, settings.webhook_connections_per_host),
         busy_wait_s=_BUSY_WAIT_SECONDS,
     )
-    runner = DeliveryRunner(store, jobs, app.cipher, sender, app.clock, schedule)
-    dispatcher = WebhookDispatcher(store, jobs, app.clock, schedule)
+    store, jobs = core.webhook_store, core.jobs
+    runner = DeliveryRunner(store, jobs, core.cipher, sender, core.clock, schedule)
+    dispatcher = WebhookDispatcher(store, jobs, core.clock, schedule)
     return WebhookRuntime(sender=sender, runner=runner, dispatcher=dispatcher)
 
 
-class _Runtimes:
-    """The runtime of each running webhooks worker, keyed by its WorkerContext. The
-    dispatcher loop opens and closes it (it lives exactly as long as the worker); tasks
-    look it up. Keyed per context, not per process: tests run workers side by side."""
-
-    def __init__(self) -> None:
-        self._by_app: dict[int, tuple[WorkerContext, WebhookRuntime]] = {}
-
-    def open(self, app: WorkerContext) -> WebhookRuntime:
-        runtime = build_runtime(app)
-        # The context is held with it, so its id cannot be reused while registered.
-        self._by_app[id(app)] = (app, runtime)
-        return runtime
-
-    def get(self, app: WorkerContext) -> WebhookRuntime | None:
-        entry = self._by_app.get(id(app))
-        return entry[1] if entry is not None and entry[0] is app else None
-
-    async def close(self, app: WorkerContext) -> None:
-        entry = self._by_app.pop(id(app), None)
-        if entry is not None:
-            await entry[1].aclose(wait_s=JOB_TIMEOUT_SECONDS)
+def _runtime(app: WorkerContext) -> WebhookRuntime:
+    if app.webhooks is None:  # only a process serving the webhooks queue runs these
+        raise RuntimeError("this worker process was started without the webhooks queue")
+    return app.webhooks
 
 
-_RUNTIMES = _Runtimes()
-
-
+@arq_task
 async def deliver_webhook(
-    ctx: dict[str, Any], account_uid: str, endpoint_id: str, delivery_id: str, attempt: int
+    job: JobRun, account_uid: str, endpoint_id: str, delivery_id: str, attempt: int
 ) -> str:
     """One attempt of one delivery (a no-op when that attempt is recorded already)."""
-    bind_job(ctx, TASK_DELIVER_WEBHOOK, delivery_id=delivery_id, attempt=attempt)
-    runtime = _RUNTIMES.get(app_of(ctx))
-    if runtime is None:
-        # The dispatcher loop has not opened it yet, or the worker is stopping.
-        raise Retry(defer=1)
+    bind_job(job, TASK_DELIVER_WEBHOOK, delivery_id=delivery_id, attempt=attempt)
+    runtime = _runtime(job.app)
     try:
         async with runtime.attempt() as runner:
             outcome = await runner.attempt(account_uid, endpoint_id, delivery_id, attempt)
@@ -154,14 +130,10 @@ async def deliver_webhook(
 
 async def dispatch_events(app: WorkerContext) -> None:
     """Dispatcher loop: events → deliveries → first attempts queued → ack; plus the sweep."""
-    try:
-        runtime = _RUNTIMES.open(app)
-    except ValueError:
-        # Loops are not awaited until shutdown: say why nothing is delivered, loudly, once.
-        log.exception("webhook.misconfigured")
-        return
+    runtime = _runtime(app)
+    core = app.core
     consumer = EventConsumer(
-        app.redis, app.keys, group=CONSUMER_GROUP, consumer=app.worker_id, linger_ms=LINGER_MS
+        core.redis, core.keys, group=CONSUMER_GROUP, consumer=app.worker_id, linger_ms=LINGER_MS
     )
     next_sweep = time.monotonic()
     try:
@@ -186,7 +158,6 @@ async def dispatch_events(app: WorkerContext) -> None:
     finally:
         with contextlib.suppress(Exception):
             await consumer.close()
-        await _RUNTIMES.close(app)
 
 
 _: Loop = dispatch_events  # what a QueueSpec's `loops` takes

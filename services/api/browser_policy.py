@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.api.auth.browser import ORIGIN_VERDICT, origin_allowed, session_origins
 from services.api.errors import ErrorEnvelope
-from services.api.lifespan import AppServices
+from services.api.lifespan import AppServices, app_services, services_in
 from services.api.middleware import bind_log_context
 from shared.config import Settings
 from shared.errors import OriginNotAllowed, RateLimited, ServiceError, StoreUnavailable
@@ -207,7 +207,7 @@ class BrowserPolicy:
     async def _serve(
         self, app: ASGIApp, route: BrowserRoute, scope: HTTPScope, receive: Receive, send: Send
     ) -> None:
-        services: AppServices = scope["app"].state.services
+        services = services_in(scope)
         state = scope.setdefault("state", {})
         address = client_address(scope, self._trusted_hops)
         state[_ROUTE] = route
@@ -280,7 +280,7 @@ class BrowserPolicy:
             return False
         cached = self._sessions.get(route.session_id)
         if cached is None:
-            record = await services.sessions.load(route.session_id)
+            record = await services.core.sessions.load(route.session_id)
             if record is None:
                 return False
             own = frozenset(session_origins(record, self._public_base_url))
@@ -310,7 +310,7 @@ class BrowserPolicy:
         record = state.get("session")  # set by require_client_secret
         if not isinstance(route, BrowserRoute) or record is None:
             return
-        services: AppServices = request.app.state.services
+        services = app_services(request)
         wait = await services.limits.check_session(record.id, route.bucket)
         if wait:
             bind_log_context(rate_limited="session", bucket=route.bucket)

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, get
 from litestar.response import Response
 
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 
 
 @get("/healthz", include_in_schema=False, sync_to_thread=False)
@@ -21,10 +21,10 @@ def healthz() -> dict[str, str]:
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Redis answers: the process can serve. Within HS_REDIS_READY_TIMEOUT_SECONDS: a load
     balancer's probe must get its 503 before its own timeout, however Redis fails."""
-    services = app_services(request)
+    core = core_of(request)
     try:
-        async with asyncio.timeout(services.settings.redis_ready_timeout_seconds):
-            await services.redis.ping()
+        async with asyncio.timeout(core.settings.redis_ready_timeout_seconds):
+            await core.redis.ping()
     except Exception:
         return Response({"status": "unavailable"}, status_code=503)
     return Response({"status": "ok"})

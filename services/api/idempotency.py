@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.api.auth.guards import principal_of
 from services.api.errors import error_body
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.responses import JSONResponse
 from shared.errors import ServiceError
@@ -50,7 +50,7 @@ async def run_idempotent(
     if idem_key is None:
         return JSONResponse(await run(None), status_code=status)
     principal = principal_of(request)
-    idempotency = app_services(request).idempotency
+    idempotency = core_of(request).idempotency
     begun = await idempotency.begin(
         partition_of_account(principal.account_uid),
         principal.account_uid,

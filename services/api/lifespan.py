@@ -1,4 +1,5 @@
-"""Opens Redis, the job queue and the JWKS cache at start-up; closes them on shutdown."""
+"""The API's services (the core plus HTTP things), opened at start-up, closed on shutdown,
+and the typed accessors handlers, guards and middleware reach them through."""
 
 from __future__ import annotations
 
@@ -8,27 +9,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from litestar import Litestar, Request
-from redis.asyncio import Redis
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.types import Scope
 
 from services.api.auth.admin import AdminAuthenticator, JWKSCache
-from shared.accounts.service import AccountService
-from shared.challenge.service import ChallengeService
-from shared.checkout.service import CheckoutService
 from shared.clock import Clock
 from shared.config import Settings
-from shared.events.stream import AccountEvents
-from shared.fees.service import FeeService
-from shared.idempotency.service import IdempotencyService
-from shared.jobs import JobQueue
-from shared.ratelimit import RequestLimits, build_rate_limits
-from shared.redis.client import create_redis
-from shared.sessions.service import SessionService
-from shared.wallet.store import WalletStore
-from shared.webhooks.service import WebhookService
-from shared.webhooks.ssrf import private_allowed
-from shared.webhooks.store import WebhookStore
-from shared.wiring import build_domain
+from shared.ratelimit import RequestLimits, build_request_limits
+from shared.wiring import Core, build_core
 
 
 @dataclass(slots=True)
@@ -61,22 +50,12 @@ class AccountOriginCache:
 
 @dataclass(frozen=True, slots=True)
 class AppServices:
-    """Typed app state: every long-lived client the handlers use."""
+    """The API's services: the core (shared/wiring.py) plus the HTTP things only the API
+    has: admin auth and its JWKS cache, request limits, the origin cache."""
 
-    settings: Settings
-    redis: Redis
-    sessions: SessionService
-    idempotency: IdempotencyService
+    core: Core
     admin_auth: AdminAuthenticator
     jwks: JWKSCache
-    checkout: CheckoutService
-    wallet: WalletStore
-    clock: Clock
-    challenge: ChallengeService
-    accounts: AccountService
-    fees: FeeService
-    webhooks: WebhookService
-    events: AccountEvents
     limits: RequestLimits
     origin_cache: AccountOriginCache
 
@@ -84,62 +63,72 @@ class AppServices:
         """Origins the account allows for browser calls beyond the session's own."""
         origins = self.origin_cache.get(account_uid)
         if origins is None:
-            settings = await self.accounts.settings(account_uid)
+            settings = await self.core.accounts.settings(account_uid)
             origins = frozenset(settings.origins.allowed_origins)
             self.origin_cache.put(account_uid, origins)
         return set(origins)
 
+    def start(self) -> None:
+        """Start the background tasks (inside the event loop)."""
+        self.core.start()
+        # Keeps the admin signing keys within their max-age; stopped by aclose().
+        self.jwks.start()
+
+    async def aclose(self) -> None:
+        try:
+            await self.jwks.aclose()
+        finally:
+            await self.core.aclose()
+
 
 def build_services(settings: Settings, clock: Clock) -> AppServices:
-    """Wire the clients once per process (nothing connects until first use)."""
-    redis = create_redis(settings, client_name="hosted-sessions-api", multiplex_scripts=True)
-    domain = build_domain(settings, redis, clock)
-    limits, card_testing = build_rate_limits(settings, redis, clock)
+    """Wire the API's services once per process (nothing connects until first use)."""
+    core = build_core(settings, clock, client_name="hosted-sessions-api")
     jwks = JWKSCache(settings)
     return AppServices(
-        settings=settings,
-        redis=redis,
-        sessions=domain.sessions,
-        idempotency=domain.idempotency,
+        core=core,
         admin_auth=AdminAuthenticator(settings, jwks),
         jwks=jwks,
-        # Only the API's confirm knows the client address the guard counts by.
-        checkout=domain.checkout.with_card_testing(card_testing),
-        wallet=domain.wallet,
-        clock=clock,
-        challenge=domain.challenge,
-        accounts=domain.accounts,
-        fees=domain.fees,
-        webhooks=WebhookService(
-            WebhookStore(redis, domain.keys),
-            JobQueue(redis, domain.keys),
-            domain.cipher,
-            clock,
-            require_https=settings.env == "production",
-            allow_private=private_allowed(settings),
-        ),
-        events=AccountEvents(redis, domain.keys),
-        limits=limits,
+        limits=build_request_limits(settings, core.redis, clock, core.keys, core.cipher),
         origin_cache=AccountOriginCache(ttl_s=settings.origin_cache_seconds),
     )
+
+
+def attach(app: Litestar, services: AppServices) -> None:
+    """Give `app` its services: what `app_services` and `core_of` return."""
+    app.state.services = services
+    app.state.core = services.core
 
 
 def lifespan(settings: Settings, clock: Clock) -> Any:
     @asynccontextmanager
     async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         services = build_services(settings, clock)
-        app.state.services = services
-        # Keeps the admin signing keys within their max-age; stopped by aclose() below.
-        services.jwks.start()
+        attach(app, services)
+        services.start()
         try:
             yield
         finally:
-            await services.jwks.aclose()
-            await services.redis.aclose(close_connection_pool=True)
+            await services.aclose()
 
     return _lifespan
 
 
-def app_services(request: Request[Any, Any, Any]) -> AppServices:
-    services: AppServices = request.app.state.services
+# The typed accessors: the only reads of the app's state. One attribute lookup each, no
+# per-request dependency resolution (Litestar's DI costs a signature model per handler).
+def app_services(connection: ASGIConnection[Any, Any, Any, Any]) -> AppServices:
+    """The API's services (HTTP things plus `.core`), for guards, middleware and handlers."""
+    services: AppServices = connection.app.state.services
     return services
+
+
+def services_in(scope: Scope) -> AppServices:
+    """`app_services` for ASGI middleware, which has the scope, not a connection."""
+    services: AppServices = scope["app"].state.services
+    return services
+
+
+def core_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Core:
+    """The core services (shared/wiring.py), for handlers."""
+    core: Core = connection.app.state.core
+    return core

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 from datetime import UTC, datetime
 from typing import Protocol
@@ -118,6 +117,8 @@ class CheckoutService:
         fees: FeeQuoter,
         cipher: DataCipher,
         clock: Clock,
+        *,
+        card_testing: CardTestingGuard | None = None,
     ) -> None:
         self._sessions = sessions
         self._store = store
@@ -128,13 +129,7 @@ class CheckoutService:
         self._cipher = cipher
         self._clock = clock
         self._fingerprint_key = cipher.secret_hash("card-fingerprint").encode()
-        self._card_testing: CardTestingGuard | None = None
-
-    def with_card_testing(self, guard: CardTestingGuard) -> CheckoutService:
-        """This service, also counting declines per card and client address (the API's)."""
-        guarded = copy.copy(self)
-        guarded._card_testing = guard
-        return guarded
+        self._card_testing = card_testing
 
     async def confirm(
         self,

@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from services.api.app import create_app
-from services.api.lifespan import build_services
+from services.api.lifespan import attach, build_services
 from shared.challenge.sms import DevSmsSender, SmsNotConfigured, UnconfiguredSmsSender
 from shared.challenge.store import DevSmsOutbox
 from shared.clock import ManualClock
@@ -292,15 +292,14 @@ async def racing_client(settings: Settings, clock: ManualClock) -> AsyncIterator
     are opened as the lifespan opens them; its own context cannot span fixture tasks."""
     app = create_app(settings, clock=clock)
     services = build_services(settings, clock)
-    app.state.services = services
+    attach(app, services)
     try:
         # Litestar types its ASGI callable more narrowly than httpx spells a generic one.
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as c:
             yield c
     finally:
-        await services.jwks.aclose()
-        await services.redis.aclose(close_connection_pool=True)
+        await services.aclose()
 
 
 async def test_racing_verifies_are_counted_one_by_one(

@@ -24,14 +24,12 @@ from shared.config import Settings
 from shared.events.stored import decode_stored_event
 from shared.idempotency.service import Claim, ReplayWrite, request_fingerprint
 from shared.ids import partition_of_account
-from shared.jobs import JobQueue
-from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams
 from shared.webhooks.model import CreateEndpointParams, new_delivery
 from shared.webhooks.service import WebhookService
 from shared.webhooks.store import WebhookStore
-from shared.wiring import Domain, build_domain
+from shared.wiring import Core, build_core
 from tests.support import ACCOUNT, seed_body
 
 Client = AsyncTestClient[Any]
@@ -42,7 +40,7 @@ PARTITION = partition_of_account(ACCOUNT)
 
 
 class Services(msgspec.Struct, kw_only=True):
-    domain: Domain
+    core: Core
     webhooks: WebhookService
     store: WebhookStore
     clock: ManualClock
@@ -50,21 +48,11 @@ class Services(msgspec.Struct, kw_only=True):
 
 @pytest.fixture
 async def services(settings: Settings, clock: ManualClock) -> AsyncIterator[Services]:
-    """The app's services wired as `services/api/lifespan.py` does (the app's own run on
-    its test client's event loop, which this test's coroutines cannot share)."""
-    redis = create_redis(settings)
-    domain = build_domain(settings, redis, clock)
-    store = WebhookStore(redis, domain.keys)
-    webhooks = WebhookService(
-        store,
-        JobQueue(redis, domain.keys),
-        domain.cipher,
-        clock,
-        require_https=False,
-        allow_private=False,
-    )
-    yield Services(domain=domain, webhooks=webhooks, store=store, clock=clock)
-    await redis.aclose(close_connection_pool=True)
+    """The app's core services, wired as the app's are (shared/wiring.py; the app's own run
+    on its test client's event loop, which this test's coroutines cannot share)."""
+    core = build_core(settings, clock, client_name="test-idempotency")
+    yield Services(core=core, webhooks=core.webhooks, store=core.webhook_store, clock=clock)
+    await core.aclose()
 
 
 def as_json(value: msgspec.Struct) -> Any:
@@ -80,7 +68,7 @@ async def claim(
     services: Services, key: str, path: str, status: int, body: bytes = b""
 ) -> ReplayWrite:
     """What `run_idempotent` does before the handler: take the key for this request."""
-    idem = services.domain.idempotency
+    idem = services.core.idempotency
     begun = await idem.begin(PARTITION, ACCOUNT, key, request_fingerprint("POST", path, body))
     assert isinstance(begun, Claim)
     return idem.replay_write(begun, status)
@@ -116,7 +104,7 @@ async def test_create_stores_its_answer_with_the_session(
     body = msgspec.json.encode(seed_body())
     replay = await claim(services, "create-crash", URL, 201, body)
     params = msgspec.json.decode(body, type=CreateSessionParams)
-    created = await services.domain.sessions.create(ACCOUNT, params, replay)
+    created = await services.core.sessions.create(ACCOUNT, params, replay)
     assert replay.written
     # The process dies here.
     assert await stored_answer(redis, replay) == ("done", 201)
@@ -137,7 +125,7 @@ async def test_expire_stores_its_answer_in_the_expiring_step(
     session_id = await created_session(client, admin_headers)
     path = f"{URL}/{session_id}/expire"
     replay = await claim(services, "expire-crash", path, 200)
-    view = await services.domain.sessions.expire(ACCOUNT, session_id, replay)
+    view = await services.core.sessions.expire(ACCOUNT, session_id, replay)
     assert replay.written
     # The process dies here.
     assert await stored_answer(redis, replay) == ("done", 200)

@@ -17,7 +17,7 @@ from litestar.utils import normalize_path
 from services.api.app import create_app
 from services.api.auth.browser import require_client_secret
 from services.api.browser_policy import ALLOW_HEADERS, browser_route
-from services.api.lifespan import build_services
+from services.api.lifespan import attach, build_services
 from shared.clock import ManualClock
 from shared.config import Settings
 from tests.api.test_checkout import URL, card, low_risk_body
@@ -237,7 +237,7 @@ async def test_other_processes_see_an_origin_change_within_the_cache_time(
     apps = [create_app(tuned, clock=clock) for _ in range(2)]
     services = [build_services(tuned, clock) for _ in apps]
     for app, state in zip(apps, services, strict=True):
-        app.state.services = state
+        attach(app, state)
     try:
         one, two = (
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")  # type: ignore[arg-type]
@@ -257,8 +257,7 @@ async def test_other_processes_see_an_origin_change_within_the_cache_time(
             assert r.status_code == 200, r.text
     finally:
         for state in services:
-            await state.jwks.aclose()
-            await state.redis.aclose(close_connection_pool=True)
+            await state.aclose()
 
 
 def test_every_browser_route_gets_cors_and_the_session_limit(settings: Settings) -> None:

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.api.app import create_app
-from services.api.lifespan import build_services
+from services.api.lifespan import attach, build_services
 from shared.clock import ManualClock
 from shared.config import Settings
 from tests.api.test_checkout import URL, card, charges, low_risk_body
@@ -44,7 +44,7 @@ def serve(settings: Settings, clock: ManualClock) -> Serve:
         tuned = msgspec.structs.replace(settings, **overrides)
         app = create_app(tuned, clock=clock)
         services = build_services(tuned, clock)
-        app.state.services = services
+        attach(app, services)
         try:
             async with AsyncExitStack() as stack:
                 clients = []
@@ -54,8 +54,7 @@ def serve(settings: Settings, clock: ManualClock) -> Serve:
                     clients.append(await stack.enter_async_context(client))
                 yield clients
         finally:
-            await services.jwks.aclose()
-            await services.redis.aclose(close_connection_pool=True)
+            await services.aclose()
 
     return running
 

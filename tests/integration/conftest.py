@@ -11,7 +11,7 @@ from shared.clock import ManualClock
 from shared.config import Settings
 from shared.redis.client import create_redis
 from shared.sessions.service import SessionService
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import T0
 
 
@@ -32,5 +32,4 @@ def clock() -> ManualClock:
 @pytest.fixture
 def sessions(app_redis: Redis, settings: Settings, clock: ManualClock) -> SessionService:
     """The session service as the API wires it, on the test's clock."""
-    service, _ = build_session_service(settings, app_redis, clock)
-    return service
+    return wire_core(settings, app_redis, clock).sessions

@@ -22,7 +22,7 @@ from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.processes import child_env
 from tests.support import ACCOUNT, OTHER_ACCOUNT, seed_body
 
@@ -34,7 +34,7 @@ WAIT_S = 20
 @pytest.fixture
 async def sessions(settings: Settings) -> AsyncIterator[SessionService]:
     client = create_redis(settings, client_name="test-cli-events")
-    service, _ = build_session_service(settings, client, ManualClock())
+    service = wire_core(settings, client, ManualClock()).sessions
     yield service
     await client.aclose(close_connection_pool=True)
 

@@ -26,7 +26,7 @@ from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import eventually, seed_body
 from workers.events import trim_loop
 from workers.main import build_context
@@ -53,8 +53,7 @@ def keys(settings: Settings) -> Keys:
 
 @pytest.fixture
 def sessions(settings: Settings, client: Redis) -> SessionService:
-    service, _ = build_session_service(settings, client, ManualClock())
-    return service
+    return wire_core(settings, client, ManualClock()).sessions
 
 
 def accounts_per_partition() -> dict[int, str]:
@@ -494,5 +493,5 @@ async def test_trim_loop_trims_read_entries(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await app.redis.aclose(close_connection_pool=True)
+        await app.aclose()
     assert left == 1  # the last delivered entry stays

@@ -10,7 +10,7 @@ from shared.config import Settings
 from shared.errors import IdempotencyInFlight
 from shared.idempotency.service import Claim, IdempotencyService, Replay, request_fingerprint
 from shared.ids import partition_of_account
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import ACCOUNT
 
 FINGERPRINT = request_fingerprint("POST", "/v1/hosted-sessions", b"{}")
@@ -19,7 +19,7 @@ PARTITION = partition_of_account(ACCOUNT)
 
 @pytest.fixture
 def idem(app_redis: Redis, settings: Settings, clock: ManualClock) -> IdempotencyService:
-    return build_session_service(settings, app_redis, clock)[1]
+    return wire_core(settings, app_redis, clock).idempotency
 
 
 async def claim(idem: IdempotencyService, key: str) -> Claim:

@@ -16,7 +16,7 @@ from shared.sessions.model import PaymentInfo
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
 from shared.sessions.store import StoredMemo
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import ACCOUNT, seed_body
 
 CREATE = msgspec.json.decode(msgspec.json.encode(seed_body()), type=CreateSessionParams)
@@ -35,8 +35,7 @@ PAYMENT = PaymentInfo(
 
 @pytest.fixture
 def sessions(app_redis: Redis, settings: Settings) -> SessionService:
-    service, _ = build_session_service(settings, app_redis, ManualClock(start_ms=1_750_000_000_000))
-    return service
+    return wire_core(settings, app_redis, ManualClock(start_ms=1_750_000_000_000)).sessions
 
 
 def memo(settings: Settings, digest: str) -> StoredMemo:

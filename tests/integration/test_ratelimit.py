@@ -18,7 +18,8 @@ from shared.ratelimit import (
     Limit,
     RateLimiter,
     address_bucket,
-    build_rate_limits,
+    build_card_testing,
+    build_request_limits,
     retry_after_seconds,
 )
 from shared.redis.keys import Keys
@@ -27,6 +28,10 @@ from shared.redis.keys import Keys
 @pytest.fixture
 def limiter(app_redis: Redis, clock: ManualClock) -> RateLimiter:
     return RateLimiter(app_redis, clock)
+
+
+def keys_and_cipher(settings: Settings) -> tuple[Keys, DataCipher]:
+    return Keys(settings.key_prefix), DataCipher(settings.data_key_bytes)
 
 
 def key(settings: Settings, name: str) -> str:
@@ -128,7 +133,7 @@ async def test_request_limits_per_session_and_per_address(
     tight = msgspec.structs.replace(
         settings, rate_limit_confirms_per_session=2, rate_limit_confirms_per_ip=3
     )
-    limits, _ = build_rate_limits(tight, app_redis, clock)
+    limits = build_request_limits(tight, app_redis, clock, *keys_and_cipher(tight))
     session_a, session_b = "cs_0aaaaaaaaaaaaaaa", "cs_0bbbbbbbbbbbbbbb"
     assert [await limits.check_session(session_a, "confirm") for _ in range(3)] == [0, 0, 30]
     assert await limits.check_session(session_b, "confirm") == 0  # its own budget
@@ -146,7 +151,9 @@ async def test_request_limits_per_session_and_per_address(
 async def test_card_testing_guard_counts_declines_per_card_and_address(
     app_redis: Redis, clock: ManualClock, settings: Settings
 ) -> None:
-    _, guard = build_rate_limits(settings, app_redis, clock)  # 5 per card, 10 per address
+    guard = build_card_testing(
+        settings, app_redis, clock, *keys_and_cipher(settings)
+    )  # 5 per card, 10 per address
     account = "acct_rl_test"
     for _ in range(5):
         await guard.check(account, "fp1", "198.51.100.1")
@@ -172,7 +179,7 @@ async def test_card_testing_guard_counts_callers_of_unknown_address_together(
 ) -> None:
     """No address must not mean no address check: callers without one share a budget."""
     tight = msgspec.structs.replace(settings, card_testing_failures_per_ip=3)
-    _, guard = build_rate_limits(tight, app_redis, clock)
+    guard = build_card_testing(tight, app_redis, clock, *keys_and_cipher(tight))
     account = "acct_rl_unknown"
     for n in range(3):
         await guard.check(account, f"fp-{n}", None)

@@ -26,7 +26,7 @@ from shared.sessions.model import Risk
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
 from shared.sessions.service import SessionService
 from shared.sessions.store import session_parts
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.support import ACCOUNT, T0, seed_body
 
 
@@ -77,7 +77,7 @@ async def test_a_batch_decides_what_one_by_one_scoring_decides(
     batch = await risk.score_many(ids)
     # The same sessions scored one by one under another prefix: the same decisions.
     twin_settings = msgspec.structs.replace(settings, key_prefix=settings.key_prefix + "twin")
-    twin_sessions, _ = build_session_service(twin_settings, app_redis, clock)
+    twin_sessions = wire_core(twin_settings, app_redis, clock).sessions
     twin = RiskService(
         RiskStore(app_redis, Keys(twin_settings.key_prefix)),
         twin_sessions,

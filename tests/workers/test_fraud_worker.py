@@ -33,7 +33,7 @@ from shared.redis.client import create_redis
 from shared.redis.keys import Keys
 from shared.risk.service import velocity_digest
 from shared.sessions.params import CreateSessionParams
-from shared.wiring import build_session_service
+from shared.wiring import wire_core
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT, OTHER_ACCOUNT, eventually, seed_body
 from workers.fraud import CONSUMER_GROUP
@@ -346,7 +346,7 @@ async def create_directly(
     than over HTTP; every one with the same phone (one velocity counter per account)."""
     redis = create_redis(settings)
     clock = ManualClock()
-    sessions, _ = build_session_service(settings, redis, clock)
+    sessions = wire_core(settings, redis, clock).sessions
     ids = []
     try:
         for _ in range(per_account):

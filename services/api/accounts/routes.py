@@ -12,7 +12,7 @@ from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettings
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.body import strict_body
 from services.api.errors import ErrorEnvelope
-from services.api.lifespan import app_services
+from services.api.lifespan import app_services, core_of
 from services.api.routing import get, patch
 
 AnyRequest = Request[Any, Any, Any]
@@ -47,7 +47,7 @@ class AccountSettingsController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
-        return to_view(account, await app_services(request).accounts.settings(account))
+        return to_view(account, await core_of(request).accounts.settings(account))
 
     @patch(
         "/",
@@ -68,7 +68,7 @@ class AccountSettingsController(Controller):
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
         services = app_services(request)
-        updated = await services.accounts.update_settings(account, data)
+        updated = await services.core.accounts.update_settings(account, data)
         # A change made through this process applies to its origin cache at once (others
         # within HS_ORIGIN_CACHE_SECONDS).
         services.origin_cache.forget(account)

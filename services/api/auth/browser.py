@@ -4,19 +4,16 @@ scope, and the caller's origin."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from services.api.lifespan import AppServices, app_services
 from services.api.middleware import bind_log_context
 from shared.errors import InsufficientScope, NotAuthenticated, OriginNotAllowed
 from shared.sessions.model import SessionRecord
-
-if TYPE_CHECKING:
-    from services.api.lifespan import AppServices
-
 
 # Scope state key: the guard's origin decision, which the CORS layer reuses for its headers.
 ORIGIN_VERDICT = "origin_allowed"
@@ -60,20 +57,20 @@ async def require_client_secret(
 
     Route opt `scope="payment"` marks the payment endpoints a wallet credential may not use.
     """
-    services = connection.app.state.services
+    services = app_services(connection)
     session_id = str(connection.path_params.get("session_id", ""))
     header = connection.headers.get("authorization") or ""
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise NotAuthenticated("Authorization: Bearer <client_secret> is required")
-    stored = await services.sessions.authenticate_secret(session_id, secret.strip())
+    stored = await services.core.sessions.authenticate_secret(session_id, secret.strip())
     record = stored.record
     bind_log_context(session_id=session_id, account_uid=record.account_uid)
     if handler.opt.get("scope") == "payment" and record.scope != "payment":
         raise InsufficientScope("This credential's scope does not allow payments")
     origin = connection.headers.get("origin")
     if origin is not None:
-        own = session_origins(record, services.settings.public_base_url)
+        own = session_origins(record, services.core.settings.public_base_url)
         allowed = await origin_allowed(services, record.account_uid, own, origin)
         connection.scope["state"][ORIGIN_VERDICT] = allowed
         if not allowed:

@@ -8,6 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from services.api.auth.admin import AdminPrincipal
+from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 
 ACCOUNT_HEADER = "x-payment-account-uid"
@@ -17,8 +18,7 @@ async def require_admin(
     connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
 ) -> None:
     """Authenticate before the body is even parsed, so 401/403 win over 400."""
-    services = connection.app.state.services
-    principal = await services.admin_auth.authenticate(
+    principal = await app_services(connection).admin_auth.authenticate(
         connection.headers.get("authorization"), connection.headers.get(ACCOUNT_HEADER)
     )
     # The scope's state dict itself: `connection.state` builds a State object per access.

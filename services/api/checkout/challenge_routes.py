@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.body import strict_body
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import post
 from shared.challenge.model import CODE_DIGITS, SentChallenge
@@ -81,7 +81,7 @@ class ChallengeController(Controller):
     )
     async def send_code(self, request: AnyRequest) -> ChallengeSent:
         """Send a new code (the previous one stops working)."""
-        sent = await app_services(request).challenge.send(session_of(request))
+        sent = await core_of(request).challenge.send(session_of(request))
         return _to_sent(sent)
 
     @post(
@@ -105,5 +105,5 @@ class ChallengeController(Controller):
     ) -> ChallengeVerified:
         """Pass the challenge with the code, or spend an attempt."""
         params = data  # decoded strictly, once (services/api/body.py)
-        await app_services(request).challenge.verify(session_of(request), params.code)
+        await core_of(request).challenge.verify(session_of(request), params.code)
         return ChallengeVerified()

@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.body import strict_body
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import post
 from shared.fees.model import FeeQuote
@@ -77,7 +77,5 @@ class FeeQuoteController(Controller):
     )
     async def quote_fee(self, request: AnyRequest, data: JSONBody[QuoteFeeParams]) -> FeeQuoteView:
         params = data  # decoded strictly, once (services/api/body.py)
-        quote = await app_services(request).fees.quote(
-            session_of(request), params.payment_method_type
-        )
+        quote = await core_of(request).fees.quote(session_of(request), params.payment_method_type)
         return to_quote_view(quote)

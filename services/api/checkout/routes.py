@@ -12,7 +12,7 @@ from services.api.auth.browser import fraud_blob_of, require_client_secret, sess
 from services.api.body import strict_body
 from services.api.browser_policy import client_ip_of
 from services.api.checkout.schemas import CheckoutConfig, ConfirmParams, ConfirmResult, to_config
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import get, post
 from shared.wallet.model import to_method_view
@@ -35,13 +35,13 @@ class CheckoutController(Controller):
         responses=_errors(),
     )
     async def config(self, request: AnyRequest) -> CheckoutConfig:
-        services = app_services(request)
+        core = core_of(request)
         record = session_of(request)
         saved = []
         if record.customer_id:
-            methods = await services.wallet.list(record.account_uid, record.customer_id)
+            methods = await core.wallet.list(record.account_uid, record.customer_id)
             saved = [to_method_view(m) for m in methods if m.type in record.allowed_methods]
-        return to_config(record, services.clock.now_ms(), saved)
+        return to_config(record, core.clock.now_ms(), saved)
 
     @post(
         "/confirm",
@@ -61,7 +61,7 @@ class CheckoutController(Controller):
     )
     async def confirm(self, request: AnyRequest, data: JSONBody[ConfirmParams]) -> ConfirmResult:
         params = data  # decoded strictly, once (services/api/body.py)
-        return await app_services(request).checkout.confirm(
+        return await core_of(request).checkout.confirm(
             session_of(request),
             params,
             client_ip=client_ip_of(request),

@@ -11,7 +11,7 @@ from litestar.params import HeaderParameter, Parameter, QueryParameter
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.errors import ErrorEnvelope
 from services.api.events.schemas import EventList
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.routing import get
 from shared.errors import ValidationFailed
@@ -80,7 +80,7 @@ class EventController(Controller):
             raise ValidationFailed(f"type: must be one of {', '.join(EVENT_TYPES)}")
         if session_id is not None:
             bind_log_context(session_id=session_id)
-        page = await app_services(request).events.page(
+        page = await core_of(request).events.page(
             principal_of(request).account_uid,
             limit=limit,
             starting_after=None if starting_after is None else stream_cursor(starting_after),

@@ -113,11 +113,11 @@ async def embed_page(
     page talks to is the merchant's `parent_origin` when allowed, else the success page's."""
     _check_id(session_id)
     services = app_services(request)
-    record = await services.sessions.load(session_id)
+    record = await services.core.sessions.load(session_id)
     if record is None:
         # Same shell, nothing frames it, nothing to talk to: the page shows it cannot load.
         return _page(_shell("embedded", session_id, ""), "'none'")
-    own = session_origins(record, services.settings.public_base_url)
+    own = session_origins(record, services.core.settings.public_base_url)
     account = await services.allowed_origins(record.account_uid)
     ancestors = sorted(o for o in own | account if o.startswith(("https://", "http://")))
     parent = origin_of(record.success_url)

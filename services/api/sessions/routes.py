@@ -12,7 +12,7 @@ from litestar.response import Response
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.openapi_errors import (
     ADMIN_ERRORS,
@@ -67,7 +67,7 @@ class SessionController(Controller):
             str | None, HeaderParameter(name="idempotency-key", max_length=255)
         ] = None,
     ) -> Response[CreatedSession]:
-        sessions = app_services(request).sessions
+        sessions = core_of(request).sessions
         principal = principal_of(request)
         params = data  # decoded strictly, once (services/api/body.py)
 
@@ -95,7 +95,7 @@ class SessionController(Controller):
         status: Annotated[str | None, Parameter(max_length=16)] = None,
         customer_id: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> SessionList:
-        page = await app_services(request).sessions.list_page(
+        page = await core_of(request).sessions.list_page(
             principal_of(request).account_uid,
             limit=limit,
             starting_after=starting_after,
@@ -116,9 +116,7 @@ class SessionController(Controller):
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
-        return await app_services(request).sessions.get(
-            principal_of(request).account_uid, session_id
-        )
+        return await core_of(request).sessions.get(principal_of(request).account_uid, session_id)
 
     @patch(
         "/{session_id:str}",
@@ -141,7 +139,7 @@ class SessionController(Controller):
     ) -> SessionView:
         bind_log_context(session_id=session_id)
         params = data  # decoded strictly, once (services/api/body.py)
-        return await app_services(request).sessions.update(
+        return await core_of(request).sessions.update(
             principal_of(request).account_uid, session_id, params
         )
 
@@ -165,7 +163,7 @@ class SessionController(Controller):
         ] = None,
     ) -> Response[SessionView]:
         bind_log_context(session_id=session_id)
-        sessions = app_services(request).sessions
+        sessions = core_of(request).sessions
         account = principal_of(request).account_uid
 
         async def run(replay: ReplayWrite | None) -> SessionView:

@@ -15,7 +15,7 @@ from litestar.response import Response
 
 from services.api.auth.browser import require_client_secret, session_of
 from services.api.body import strict_body
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.openapi_errors import BROWSER_ERRORS, error_responses
 from services.api.routing import delete, get, post
 from shared.checkout.model import CardInput
@@ -55,7 +55,7 @@ class WalletController(Controller):
     async def list_methods(self, request: AnyRequest) -> SavedMethodList:
         record = session_of(request)
         assert record.customer_id is not None  # the guard checked
-        methods = await app_services(request).wallet.list(record.account_uid, record.customer_id)
+        methods = await core_of(request).wallet.list(record.account_uid, record.customer_id)
         return SavedMethodList(data=[to_method_view(m) for m in methods])
 
     @post(
@@ -75,7 +75,7 @@ class WalletController(Controller):
         self, request: AnyRequest, data: JSONBody[CardInput]
     ) -> Response[SavedMethodView]:
         card = data  # decoded strictly, once (services/api/body.py)
-        saved, created = await app_services(request).checkout.save_card(session_of(request), card)
+        saved, created = await core_of(request).checkout.save_card(session_of(request), card)
         return Response(to_method_view(saved), status_code=201 if created else 200)
 
     @delete(
@@ -91,7 +91,7 @@ class WalletController(Controller):
     ) -> None:
         record = session_of(request)
         assert record.customer_id is not None
-        if not await app_services(request).wallet.delete(
+        if not await core_of(request).wallet.delete(
             record.account_uid, record.customer_id, method_id
         ):
             raise NotFound("No such saved method for this customer")

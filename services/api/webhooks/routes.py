@@ -12,7 +12,7 @@ from litestar.response import Response
 from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
 from services.api.body import strict_body
 from services.api.idempotency import run_idempotent
-from services.api.lifespan import app_services
+from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.openapi_errors import (
     ADMIN_ERRORS,
@@ -69,7 +69,7 @@ class WebhookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
         params = data  # decoded strictly, once (services/api/body.py)
-        webhooks = app_services(request).webhooks
+        webhooks = core_of(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(replay: ReplayWrite | None) -> EndpointWithSecret:
@@ -86,9 +86,7 @@ class WebhookController(Controller):
         responses=_errors(),
     )
     async def list_endpoints(self, request: AnyRequest, account_uid: Account) -> EndpointList:
-        data = await app_services(request).webhooks.list_endpoints(
-            principal_of(request).account_uid
-        )
+        data = await core_of(request).webhooks.list_endpoints(principal_of(request).account_uid)
         return EndpointList(data=data)
 
     @get(
@@ -100,9 +98,7 @@ class WebhookController(Controller):
         self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
-        return await app_services(request).webhooks.get(
-            principal_of(request).account_uid, endpoint_id
-        )
+        return await core_of(request).webhooks.get(principal_of(request).account_uid, endpoint_id)
 
     @patch(
         "/webhook-endpoints/{endpoint_id:str}",
@@ -120,7 +116,7 @@ class WebhookController(Controller):
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
         params = data  # decoded strictly, once (services/api/body.py)
-        return await app_services(request).webhooks.update(
+        return await core_of(request).webhooks.update(
             principal_of(request).account_uid, endpoint_id, params
         )
 
@@ -134,7 +130,7 @@ class WebhookController(Controller):
         self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
     ) -> DeletedEndpoint:
         bind_log_context(endpoint_id=endpoint_id)
-        return await app_services(request).webhooks.delete(
+        return await core_of(request).webhooks.delete(
             principal_of(request).account_uid, endpoint_id
         )
 
@@ -153,7 +149,7 @@ class WebhookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
         bind_log_context(endpoint_id=endpoint_id)
-        webhooks = app_services(request).webhooks
+        webhooks = core_of(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(replay: ReplayWrite | None) -> EndpointWithSecret:
@@ -175,7 +171,7 @@ class WebhookController(Controller):
         starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> DeliveryList:
         bind_log_context(endpoint_id=endpoint_id)
-        page = await app_services(request).webhooks.deliveries(
+        page = await core_of(request).webhooks.deliveries(
             principal_of(request).account_uid,
             endpoint_id,
             limit=limit,
@@ -202,7 +198,7 @@ class WebhookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[DeliveryView]:
         bind_log_context(delivery_id=delivery_id)
-        webhooks = app_services(request).webhooks
+        webhooks = core_of(request).webhooks
         account = principal_of(request).account_uid
 
         async def run(replay: ReplayWrite | None) -> DeliveryView:
