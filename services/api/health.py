@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from litestar import Request, get
+from litestar import Request
 from litestar.response import Response
 
 from services.api.lifespan import core_of
+from services.api.routing import get
 
 
 @get("/healthz", include_in_schema=False, sync_to_thread=False)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
 from litestar import Request
+from litestar.openapi.spec import OpenAPIType, Operation, Schema
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 from litestar.response import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,7 +21,7 @@ from services.api.errors import error_body
 from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.responses import JSONResponse
-from shared.errors import ServiceError
+from shared.errors import ServiceError, ValidationFailed
 from shared.idempotency.service import (
     IdempotencyService,
     Replay,
@@ -28,6 +31,26 @@ from shared.idempotency.service import (
 from shared.ids import partition_of_account
 
 AnyRequest = Request[Any, Any, Any]
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass
+class IdempotentOperation(Operation):
+    """The OpenAPI operation of a POST that takes an Idempotency-Key (its decorator's
+    `operation_class`). Documented only: `run_idempotent` reads and checks the header, so
+    the handler declares no parameter Litestar would parse on every request."""
+
+    def __post_init__(self) -> None:
+        key = OpenAPIParameter(
+            name="idempotency-key",
+            param_in="header",
+            schema=Schema(type=OpenAPIType.STRING, max_length=MAX_KEY_LENGTH),
+            description="Replays the first answer to a retry with the same key and body",
+            required=False,
+        )
+        self.parameters = [*(self.parameters or []), key]
+
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +72,8 @@ async def run_idempotent(
     idem_key = request.headers.get("idempotency-key")
     if idem_key is None:
         return JSONResponse(await run(None), status_code=status)
+    if len(idem_key) > MAX_KEY_LENGTH:
+        raise ValidationFailed(f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters")
     principal = principal_of(request)
     idempotency = core_of(request).idempotency
     begun = await idempotency.begin(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import get
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from services.api.routing import get
 
 REQUESTS = Counter(
     "hs_http_requests_total",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody
+from litestar.params import JSONBody
 
 from services.api.accounts.schemas import AccountSettingsUpdate, AccountSettingsView, to_view
-from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.auth.guards import ADMIN_PARAMETERS, principal_of, require_admin
 from services.api.body import strict_body
 from services.api.errors import ErrorEnvelope
 from services.api.lifespan import app_services, core_of
@@ -37,6 +37,7 @@ def _errors(extra: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
 class AccountSettingsController(Controller):
     path = "/v1/account/settings"
     guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    parameters = ADMIN_PARAMETERS
     tags = ["account settings (merchant)"]  # noqa: RUF012
     security = [{"BearerAuth": []}]  # noqa: RUF012
 
@@ -44,7 +45,6 @@ class AccountSettingsController(Controller):
     async def get_settings(
         self,
         request: AnyRequest,
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
         return to_view(account, await core_of(request).accounts.settings(account))
@@ -64,7 +64,6 @@ class AccountSettingsController(Controller):
         self,
         request: AnyRequest,
         data: JSONBody[AccountSettingsUpdate],
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> AccountSettingsView:
         account = principal_of(request).account_uid
         services = app_services(request)

@@ -6,12 +6,22 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import HeaderParameter
+from litestar.types import ParametersMap
 
 from services.api.auth.admin import AdminPrincipal
 from services.api.lifespan import app_services
 from services.api.middleware import bind_log_context
 
 ACCOUNT_HEADER = "x-payment-account-uid"
+
+# Declared once, on the merchant controllers (`parameters = ADMIN_PARAMETERS`), for the
+# OpenAPI document; `require_admin` reads and checks the header, handlers never do.
+ADMIN_PARAMETERS: ParametersMap = {
+    "account_uid": HeaderParameter(
+        name=ACCOUNT_HEADER, annotation=str, description="The acting account"
+    )
+}
 
 
 async def require_admin(

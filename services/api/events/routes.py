@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, Parameter, QueryParameter
+from litestar.params import Parameter, QueryParameter
 
-from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.auth.guards import ADMIN_PARAMETERS, principal_of, require_admin
 from services.api.errors import ErrorEnvelope
 from services.api.events.schemas import EventList
 from services.api.lifespan import core_of
@@ -50,6 +50,7 @@ _ERRORS = {
 class EventController(Controller):
     path = "/v1/events"
     guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    parameters = ADMIN_PARAMETERS
     tags = ["events (merchant)"]  # noqa: RUF012
     security = [{"BearerAuth": []}]  # noqa: RUF012
 
@@ -68,7 +69,6 @@ class EventController(Controller):
     async def list_events(
         self,
         request: AnyRequest,
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
         limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
         starting_after: Annotated[
             str | None, Parameter(max_length=41, pattern=CURSOR_PATTERN)

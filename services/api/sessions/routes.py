@@ -6,12 +6,12 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.response import Response
 
-from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.auth.guards import ADMIN_PARAMETERS, principal_of, require_admin
 from services.api.body import strict_body
-from services.api.idempotency import run_idempotent
+from services.api.idempotency import IdempotentOperation, run_idempotent
 from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.openapi_errors import (
@@ -42,11 +42,13 @@ SessionId = Annotated[str, Parameter(max_length=64)]
 class SessionController(Controller):
     path = "/v1/hosted-sessions"
     guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    parameters = ADMIN_PARAMETERS
     tags = ["hosted sessions (merchant)"]  # noqa: RUF012
     security = [{"BearerAuth": []}]  # noqa: RUF012
 
     @post(
         "/",
+        operation_class=IdempotentOperation,
         status_code=201,
         summary="Create a hosted session",
         responses=_errors(
@@ -62,10 +64,6 @@ class SessionController(Controller):
         self,
         request: AnyRequest,
         data: JSONBody[CreateSessionParams],
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
-        idempotency_key: Annotated[
-            str | None, HeaderParameter(name="idempotency-key", max_length=255)
-        ] = None,
     ) -> Response[CreatedSession]:
         sessions = core_of(request).sessions
         principal = principal_of(request)
@@ -89,7 +87,6 @@ class SessionController(Controller):
     async def list_sessions(
         self,
         request: AnyRequest,
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
         limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
         starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
         status: Annotated[str | None, Parameter(max_length=16)] = None,
@@ -113,7 +110,6 @@ class SessionController(Controller):
         self,
         request: AnyRequest,
         session_id: SessionId,
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
         return await core_of(request).sessions.get(principal_of(request).account_uid, session_id)
@@ -135,7 +131,6 @@ class SessionController(Controller):
         request: AnyRequest,
         session_id: SessionId,
         data: JSONBody[UpdateSessionParams],
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
     ) -> SessionView:
         bind_log_context(session_id=session_id)
         params = data  # decoded strictly, once (services/api/body.py)
@@ -145,6 +140,7 @@ class SessionController(Controller):
 
     @post(
         "/{session_id:str}/expire",
+        operation_class=IdempotentOperation,
         status_code=200,
         summary="Expire a hosted session now (idempotent)",
         responses=_errors(
@@ -157,10 +153,6 @@ class SessionController(Controller):
         self,
         request: AnyRequest,
         session_id: SessionId,
-        account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
-        idempotency_key: Annotated[
-            str | None, HeaderParameter(name="idempotency-key", max_length=255)
-        ] = None,
     ) -> Response[SessionView]:
         bind_log_context(session_id=session_id)
         sessions = core_of(request).sessions

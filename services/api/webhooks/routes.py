@@ -6,12 +6,12 @@ from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.response import Response
 
-from services.api.auth.guards import ACCOUNT_HEADER, principal_of, require_admin
+from services.api.auth.guards import ADMIN_PARAMETERS, principal_of, require_admin
 from services.api.body import strict_body
-from services.api.idempotency import run_idempotent
+from services.api.idempotency import IdempotentOperation, run_idempotent
 from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
 from services.api.openapi_errors import (
@@ -34,8 +34,6 @@ from services.api.webhooks.schemas import (
 from shared.idempotency.service import ReplayWrite
 
 AnyRequest = Request[Any, Any, Any]
-Account = Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)]
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="idempotency-key", max_length=255)]
 EndpointId = Annotated[str, Parameter(max_length=64)]
 DeliveryId = Annotated[str, Parameter(max_length=64)]
 
@@ -46,11 +44,13 @@ _errors = partial(error_responses, ADMIN_ERRORS)
 class WebhookController(Controller):
     path = "/v1"
     guards = [require_admin]  # noqa: RUF012  (Litestar reads the class attribute)
+    parameters = ADMIN_PARAMETERS
     tags = ["webhooks (merchant)"]  # noqa: RUF012
     security = [{"BearerAuth": []}]  # noqa: RUF012
 
     @post(
         "/webhook-endpoints",
+        operation_class=IdempotentOperation,
         status_code=201,
         summary="Create a webhook endpoint (the answer holds its signing secret, shown once)",
         responses=_errors(
@@ -65,8 +65,6 @@ class WebhookController(Controller):
         self,
         request: AnyRequest,
         data: JSONBody[CreateEndpointParams],
-        account_uid: Account,
-        idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
         params = data  # decoded strictly, once (services/api/body.py)
         webhooks = core_of(request).webhooks
@@ -85,7 +83,7 @@ class WebhookController(Controller):
         summary="List the account's webhook endpoints, newest first",
         responses=_errors(),
     )
-    async def list_endpoints(self, request: AnyRequest, account_uid: Account) -> EndpointList:
+    async def list_endpoints(self, request: AnyRequest) -> EndpointList:
         data = await core_of(request).webhooks.list_endpoints(principal_of(request).account_uid)
         return EndpointList(data=data)
 
@@ -94,9 +92,7 @@ class WebhookController(Controller):
         summary="Retrieve a webhook endpoint (never its secret)",
         responses=_errors(s404=_NOT_FOUND),
     )
-    async def get_endpoint(
-        self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
-    ) -> EndpointView:
+    async def get_endpoint(self, request: AnyRequest, endpoint_id: EndpointId) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
         return await core_of(request).webhooks.get(principal_of(request).account_uid, endpoint_id)
 
@@ -112,7 +108,6 @@ class WebhookController(Controller):
         request: AnyRequest,
         endpoint_id: EndpointId,
         data: JSONBody[UpdateEndpointParams],
-        account_uid: Account,
     ) -> EndpointView:
         bind_log_context(endpoint_id=endpoint_id)
         params = data  # decoded strictly, once (services/api/body.py)
@@ -127,7 +122,7 @@ class WebhookController(Controller):
         responses=_errors(s404=_NOT_FOUND),
     )
     async def delete_endpoint(
-        self, request: AnyRequest, endpoint_id: EndpointId, account_uid: Account
+        self, request: AnyRequest, endpoint_id: EndpointId
     ) -> DeletedEndpoint:
         bind_log_context(endpoint_id=endpoint_id)
         return await core_of(request).webhooks.delete(
@@ -136,6 +131,7 @@ class WebhookController(Controller):
 
     @post(
         "/webhook-endpoints/{endpoint_id:str}/rotate-secret",
+        operation_class=IdempotentOperation,
         status_code=200,
         summary="Rotate the signing secret: the new one is shown once; the previous one "
         "keeps signing beside it for 24 h",
@@ -145,8 +141,6 @@ class WebhookController(Controller):
         self,
         request: AnyRequest,
         endpoint_id: EndpointId,
-        account_uid: Account,
-        idempotency_key: IdempotencyKey = None,
     ) -> Response[EndpointWithSecret]:
         bind_log_context(endpoint_id=endpoint_id)
         webhooks = core_of(request).webhooks
@@ -166,7 +160,6 @@ class WebhookController(Controller):
         self,
         request: AnyRequest,
         endpoint_id: EndpointId,
-        account_uid: Account,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> DeliveryList:
@@ -181,6 +174,7 @@ class WebhookController(Controller):
 
     @post(
         "/webhook-deliveries/{delivery_id:str}/redeliver",
+        operation_class=IdempotentOperation,
         status_code=202,
         summary="Send a dead delivery once more, now (one attempt)",
         responses=_errors(
@@ -194,8 +188,6 @@ class WebhookController(Controller):
         self,
         request: AnyRequest,
         delivery_id: DeliveryId,
-        account_uid: Account,
-        idempotency_key: IdempotencyKey = None,
     ) -> Response[DeliveryView]:
         bind_log_context(delivery_id=delivery_id)
         webhooks = core_of(request).webhooks
