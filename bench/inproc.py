@@ -43,6 +43,7 @@ from shared.config import Settings
 from shared.devkeys import ensure_dev_keys, mint_admin_token
 from shared.heap import settle_heap
 from shared.logging import configure_logging
+from shared.wiring import Core
 from tests.support import seed_body
 
 ACCOUNT = "acct_inproc_1"
@@ -142,7 +143,8 @@ async def _calls(
         return iter([("GET", f"{SESSIONS}/{session_id}/config", auth, b"")] * total)
     # A new shopper each (low_risk_body): the velocity rules stay quiet.
     made = [await _created(app, admin, json.dumps(low_risk_body(i)).encode()) for i in range(total)]
-    risk = app.state.core.risk  # the app's own core (services/api/lifespan.py attach)
+    core: Core = app.state.core  # the app's own (services/api/lifespan.py `attach`)
+    risk = core.risk
     ids = [session_id for session_id, _ in made]
     for start in range(0, len(ids), 200):
         await risk.score_many(ids[start : start + 200])
