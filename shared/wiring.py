@@ -24,7 +24,7 @@ from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
 from shared.jobs import deserialize_job, serialize_job
-from shared.payments.processor import SimulatedProcessor
+from shared.payments.factory import build_processor
 from shared.redis.keys import Keys
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore
@@ -98,11 +98,7 @@ def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
         sessions,
         CheckoutStore(redis, keys),
         wallet,
-        SimulatedProcessor(
-            redis,
-            settings.key_prefix,
-            answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
-        ),
+        build_processor(settings, redis),
         confirm_risk,
         fees,
         cipher,
