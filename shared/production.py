@@ -55,12 +55,13 @@ def processor_problems(settings: Settings) -> list[ConfigProblem]:
         # here is how a typo'd path or a wrong return type shows before a start.
         check_processor(load_factory(settings.processor)(settings), settings.processor.strip())
     except ProcessorSettingError as exc:
-        return [ConfigProblem("HS_PROCESSOR", str(exc))]
+        return [ConfigProblem("HS_PROCESSOR", exc.reason)]
     except Exception as exc:  # the adapter's factory failed: report it, do not crash
         return [
             ConfigProblem(
                 "HS_PROCESSOR",
-                f"the factory {settings.processor.strip()!r} failed ({type(exc).__name__}: {exc})",
+                f"is {settings.processor.strip()!r}, whose factory failed "
+                f"({type(exc).__name__}: {exc})",
             )
         ]
     return []

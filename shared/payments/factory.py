@@ -27,7 +27,11 @@ ProcessorFactory = Callable[[Settings], Processor]
 
 
 class ProcessorSettingError(ValueError):
-    """HS_PROCESSOR names no usable processor; the message says why (start-up fails)."""
+    """HS_PROCESSOR names no usable processor (start-up fails); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"HS_PROCESSOR {reason}")
+        self.reason = reason
 
 
 def uses_simulator(settings: Settings) -> bool:
@@ -46,7 +50,7 @@ def load_factory(setting: str) -> ProcessorFactory:
     setting = setting.strip()
     if not _DOTTED.fullmatch(setting):
         raise ProcessorSettingError(
-            f"HS_PROCESSOR={setting!r} is neither {SIMULATOR!r} nor module:function "
+            f"is {setting!r}, neither {SIMULATOR!r} nor module:function "
             "(a dotted module path, a colon, a factory name)"
         )
     module_name, _, name = setting.partition(":")
@@ -54,16 +58,16 @@ def load_factory(setting: str) -> ProcessorFactory:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of the adapter's module
         raise ProcessorSettingError(
-            f"HS_PROCESSOR={setting!r}: module {module_name!r} cannot be imported "
+            f"is {setting!r}: module {module_name!r} cannot be imported "
             f"({type(exc).__name__}: {exc})"
         ) from exc
     factory = getattr(module, name, None)
     if factory is None:
         raise ProcessorSettingError(
-            f"HS_PROCESSOR={setting!r}: module {module_name!r} has no attribute {name!r}"
+            f"is {setting!r}: module {module_name!r} has no attribute {name!r}"
         )
     if not callable(factory):
-        raise ProcessorSettingError(f"HS_PROCESSOR={setting!r} is not callable")
+        raise ProcessorSettingError(f"is {setting!r}, which is not callable")
     return cast(ProcessorFactory, factory)
 
 
@@ -76,8 +80,8 @@ def check_processor(candidate: object, setting: str) -> Processor:
     ]
     if missing:
         raise ProcessorSettingError(
-            f"HS_PROCESSOR={setting!r} returned {type(candidate).__name__}, not a Processor "
-            f"(no async {' or '.join(missing)})"
+            f"is {setting!r}, whose factory returned {type(candidate).__name__}, not a "
+            f"Processor (no async {' or '.join(missing)})"
         )
     return cast(Processor, candidate)
 
@@ -95,7 +99,6 @@ def build_processor(settings: Settings, redis: Redis) -> Processor:
         candidate = factory(settings)
     except Exception as exc:  # the adapter's own failure, named with the setting
         raise ProcessorSettingError(
-            f"HS_PROCESSOR={settings.processor.strip()!r}: the factory failed "
-            f"({type(exc).__name__}: {exc})"
+            f"is {settings.processor.strip()!r}, whose factory failed ({type(exc).__name__}: {exc})"
         ) from exc
     return check_processor(candidate, settings.processor.strip())

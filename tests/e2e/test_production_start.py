@@ -154,8 +154,8 @@ def test_a_bad_processor_fails_start_up_outside_production(settings: Settings) -
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "hosted-sessions api: HS_PROCESSOR: HS_PROCESSOR='tests.processors:not_a_processor' "
-        "returned dict, not a Processor (no async charge or retrieve)"
+        "hosted-sessions api: HS_PROCESSOR: is 'tests.processors:not_a_processor', whose "
+        "factory returned dict, not a Processor (no async charge or retrieve)"
     )
 
 

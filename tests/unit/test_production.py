@@ -130,8 +130,14 @@ async def test_build_processor(redis: Redis, settings: Settings) -> None:
     assert isinstance(adapter, SimulatedProcessor)
     assert adapter.charges_key() == f"{settings.key_prefix}:sandbox:sim:charges"
     bad = msgspec.structs.replace(settings, processor="tests.processors:not_a_processor")
-    with pytest.raises(ProcessorSettingError, match=r"returned dict, not a Processor"):
+    with pytest.raises(
+        ProcessorSettingError,
+        match=r"^HS_PROCESSOR is 'tests.processors:not_a_processor', whose factory returned dict",
+    ):
         build_processor(bad, redis)
     failing = msgspec.structs.replace(settings, processor="tests.processors:failing_factory")
-    with pytest.raises(ProcessorSettingError, match=r"the factory failed \(RuntimeError"):
+    with pytest.raises(
+        ProcessorSettingError,
+        match=r"whose factory failed \(RuntimeError: ACME_API_KEY is not set\)",
+    ):
         build_processor(failing, redis)
