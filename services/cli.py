@@ -1,4 +1,5 @@
-"""The `hosted-sessions` command: API server, workers, local dev stack, dev tokens, OpenAPI."""
+"""The `hosted-sessions` command: API server, workers, local dev stack, dev tokens, OpenAPI,
+the production configuration check."""
 
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("openapi", help="print the OpenAPI schema as JSON")
 
+    commands.add_parser(
+        "check-config",
+        help="list every setting production would refuse; exit 1 in production when any",
+    )
+
     events = commands.add_parser("events", help="event stream tools")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     tail = event_commands.add_parser(
@@ -140,9 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command: str = args.command
     if command == "api":
-        return _api(settings, host=args.host, port=args.port)
+        return _refuse_start(settings, "api") or _api(settings, host=args.host, port=args.port)
     if command == "worker":
+        if not args.check and (refused := _refuse_start(settings, "worker")):
+            return refused
         return _worker(settings, queues=args.queues, check=args.check)
+    if command == "check-config":
+        return _check_config(settings)
     if command == "dev":
         return _dev(settings)
     if command == "token":
@@ -154,6 +164,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "events":  # `tail` is its only subcommand (required by the parser)
         return _events_tail(settings, group=args.group, from_id=args.from_id)
     raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+
+def _refuse_start(settings: Settings, command: str) -> int:
+    """2 (with every reason on stderr) when this process must not start, else 0: production
+    refuses what shared/production.py lists; anywhere, HS_PROCESSOR must name a processor."""
+    from shared.payments.factory import uses_simulator
+    from shared.production import processor_problems, production_problems, refusal_message
+
+    if settings.env == "production":
+        problems = production_problems(settings)
+        if problems:
+            print(f"hosted-sessions {command}: {refusal_message(problems)}", file=sys.stderr)
+            return 2
+    elif not uses_simulator(settings):
+        for problem in processor_problems(settings):
+            print(
+                f"hosted-sessions {command}: {problem.setting}: {problem.reason}", file=sys.stderr
+            )
+            return 2
+    return 0
+
+
+def _check_config(settings: Settings) -> int:
+    """Every setting production would refuse, one per line on stdout. Exit 1 when this is
+    production and it would refuse to start; outside production the list is advice (exit 0)."""
+    from shared.production import production_problems
+
+    problems = production_problems(settings)
+    production = settings.env == "production"
+    print(f"hosted-sessions check-config: HS_ENV={settings.env}")
+    for problem in problems:
+        print(f"  {problem.setting}: {problem.reason}")
+    if not problems:
+        print("no setting that production refuses: the API and the workers will start")
+        return 0
+    if production:
+        print(f"{len(problems)} setting(s) to fix: the API and the workers refuse to start")
+        return 1
+    print(
+        f"{len(problems)} setting(s) production would refuse; in {settings.env} they do not "
+        "stop a start"
+    )
+    return 0
 
 
 def _api(settings: Settings, *, host: str | None, port: int | None) -> int:

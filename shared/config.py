@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # late, so a fault test can kill the API between the charge and the session's update
     # (refused in production).
     payment_simulator_answer_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
+    # The payment processor: `simulator` (the built-in test mode; what empty means outside
+    # production) or `module:function`, a factory taking the Settings and returning a
+    # Processor (shared/payments/factory.py). Production refuses the simulator and empty.
+    processor: str = ""
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON when stdout is not a TTY
     worker_poll_delay_seconds: float = 0.25
@@ -116,17 +120,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     origin_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
 
     def __post_init__(self) -> None:
-        if self.env == "production" and self.clock_offset_ms:
-            raise ValueError("HS_CLOCK_OFFSET_MS is a test seam and is refused in production")
+        # What production alone refuses (test seams, a missing data key, the simulator...) is
+        # listed by shared/production.py, so start-up and check-config name every problem.
         if not self.jwks_max_age_min_seconds <= self.jwks_max_age_max_seconds:
             raise ValueError("HS_JWKS_MAX_AGE_MIN_SECONDS exceeds HS_JWKS_MAX_AGE_MAX_SECONDS")
-        if self.env == "production" and self.payment_simulator_answer_delay_seconds:
-            raise ValueError(
-                "HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS is a test seam and is refused in"
-                " production"
-            )
-        if self.env == "production" and not self.data_key:
-            raise ValueError("HS_DATA_KEY is required in production")
 
     @property
     def data_key_bytes(self) -> bytes:

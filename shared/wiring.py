@@ -30,7 +30,7 @@ from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
 from shared.jobs import JobQueue, deserialize_job, serialize_job
-from shared.payments.processor import SimulatedProcessor
+from shared.payments.factory import build_processor
 from shared.ratelimit import build_card_testing
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
@@ -164,11 +164,7 @@ def wire_core(settings: Settings, redis: Redis, clock: Clock) -> Core:
     wallet = WalletStore(redis, keys)
 
     # --- payment processor ---
-    processor = SimulatedProcessor(
-        redis,
-        settings.key_prefix,
-        answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
-    )
+    processor = build_processor(settings, redis)
 
     checkout = CheckoutService(
         sessions,

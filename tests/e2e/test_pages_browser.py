@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.challenge.store import DevSmsOutbox
@@ -43,6 +44,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 URL = "/v1/hosted-sessions"
+# A processor adapter that is not the simulator (tests/processors.py): no test mode.
+ADAPTER = "tests.processors:sandbox_adapter"
 
 
 def _chromium() -> str:
@@ -156,11 +159,25 @@ class Stack:
 
 @pytest.fixture
 def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    """API and worker on the payment simulator: test mode."""
+    with _stack(settings, tmp_path, {}) as running:
+        yield running
+
+
+@pytest.fixture
+def adapter_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    """API and worker on a processor adapter (HS_PROCESSOR=module:function): not test mode."""
+    with _stack(settings, tmp_path, {"HS_PROCESSOR": ADAPTER}) as running:
+        yield running
+
+
+@contextmanager
+def _stack(settings: Settings, tmp_path: Path, extra_env: dict[str, str]) -> Iterator[Stack]:
     _chromium()
     log_path = tmp_path / "stack.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = {"HS_API_PORT": str(port), "HS_PUBLIC_BASE_URL": base_url}
+    env = {"HS_API_PORT": str(port), "HS_PUBLIC_BASE_URL": base_url, **extra_env}
     worker = start_worker(settings, "expiry,fraud", log_path, env)
     try:
         with Merchant() as merchant, _api(settings, log_path, env, base_url):
@@ -445,3 +462,87 @@ def test_embedded_page_reports_completion_to_an_allowed_parent(
 
     _browser_run(scenario)
     assert merchant_http.get(f"{URL}/{session_id}").json()["status"] == "complete"
+
+
+async def _test_mode_inputs(page: Any) -> list[str]:
+    """What the page has of test mode: the token field and any "test mode" wording, hidden
+    or not (in the frame or page `page`)."""
+    found = []
+    if await page.locator("#token-fields, #method-token").count():
+        found.append("token field")
+    text = await page.locator("html").inner_html()
+    if "test mode" in text.lower() or "test-mode" in text.lower():
+        found.append("test-mode wording")
+    return found
+
+
+def test_test_mode_offers_the_simulators_tokens(stack: Stack, merchant_http: httpx.Client) -> None:
+    created = _create(merchant_http, stack, allowed_methods=["card", "ach"])
+
+    async def scenario(context: Any) -> None:
+        page = await context.new_page()
+        await page.goto(f"{created['hosted_url']}#{created['client_secret']}")
+        await page.get_by_label("Card number").wait_for()
+        assert await page.locator("html").get_attribute("data-test-mode") == "true"
+        await page.get_by_label("Bank account (ACH)").check()
+        await page.get_by_label("Test-mode token").wait_for()
+        assert await _test_mode_inputs(page) == ["token field", "test-mode wording"]
+
+    _browser_run(scenario)
+
+
+def test_outside_test_mode_the_pages_have_no_test_mode_input(
+    adapter_stack: Stack, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    stack = adapter_stack
+    with httpx.Client(base_url=stack.base_url, headers=admin_headers, timeout=10) as http:
+        _no_test_mode_scenario(stack, http, settings)
+
+
+def _no_test_mode_scenario(stack: Stack, merchant_http: httpx.Client, settings: Settings) -> None:
+    parent = stack.merchant.origin
+    r = merchant_http.patch("/v1/account/settings", json={"origins": {"allowed_origins": [parent]}})
+    assert r.status_code == 200, r.text
+    hosted = _create(merchant_http, stack, allowed_methods=["card", "ach", "paypal"])
+    embedded = _create(merchant_http, stack, layout="embedded", allowed_methods=["card", "ach"])
+    only_ach = _create(merchant_http, stack, allowed_methods=["ach"])
+    stack.merchant.embeds["shop"] = (embedded["embed_url"], embedded["client_secret"])
+
+    async def scenario(context: Any) -> None:
+        page = await context.new_page()
+        await page.goto(f"{hosted['hosted_url']}#{hosted['client_secret']}")
+        await page.get_by_label("Card number").wait_for()
+        assert await page.locator("html").get_attribute("data-test-mode") == "false"
+        # Cards only: ACH and PayPal have no real buttons yet, and no token field stands in.
+        labels = await page.locator("#method-options label").all_inner_texts()
+        assert labels == ["Card"]
+        assert await _test_mode_inputs(page) == []
+        await page.screenshot(path=str(stack.shots / "no-test-mode.png"), full_page=True)
+        await _fill_card(page, "4242 4242 4242 4242")
+        await page.get_by_label("Name on card").fill("Ada Lovelace")
+        await page.get_by_label("ZIP / postal code").fill("94107")
+        await page.get_by_role("button", name="Pay").click()
+        await page.wait_for_url(f"{stack.merchant.origin}/success")
+
+        shop = await context.new_page()
+        await shop.goto(f"{parent}/shop")
+        frame = shop.frame_locator("#checkout")
+        await frame.get_by_label("Card number").wait_for()
+        assert await _test_mode_inputs(frame) == []
+        assert await frame.locator("#method-options label").all_inner_texts() == ["Card"]
+
+        unavailable = await context.new_page()
+        await unavailable.goto(f"{only_ach['hosted_url']}#{only_ach['client_secret']}")
+        await unavailable.get_by_role("heading", name="Payment unavailable").wait_for()
+        assert await _test_mode_inputs(unavailable) == []
+        assert not await unavailable.get_by_role("button", name="Pay").is_visible()
+
+    _browser_run(scenario)
+    assert merchant_http.get(f"{URL}/{hosted['session_id']}").json()["status"] == "complete"
+    # Paid through the adapter, not the simulator.
+    redis = SyncRedis.from_url(settings.redis_url)
+    try:
+        assert redis.llen(f"{settings.key_prefix}:sandbox:sim:charges") == 1
+        assert redis.llen(f"{settings.key_prefix}:sim:charges") == 0
+    finally:
+        redis.close()

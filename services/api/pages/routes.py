@@ -11,6 +11,7 @@ may exchange messages with.
 from __future__ import annotations
 
 import html
+import re
 from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from services.api.auth.browser import origin_allowed, origin_of, session_origins
 from services.api.lifespan import app_services
 from services.api.routing import get
 from shared.ids import partition_of_session
+from shared.payments.factory import is_test_mode
 
 AnyRequest = Request[Any, Any, Any]
 Mode = Literal["hosted", "embedded"]
@@ -65,16 +67,30 @@ def csp(frame_ancestors: str) -> str:
     )
 
 
+# What only test mode shows (the simulator's token field and its hint) sits between these.
+_TEST_MODE_BLOCK = re.compile(r"[ \t]*<!--test-mode-->.*?<!--/test-mode-->\n?", re.DOTALL)
+
+
 @cache
 def _static(name: str) -> bytes:
     return files("services.api.pages").joinpath("static", name).read_bytes()
 
 
-def _shell(mode: Mode, session_id: str, parent_origin: str) -> bytes:
-    """The page: escaped attributes only, everything else is the static template."""
+@cache
+def _template(test_mode: bool) -> str:
+    """The page template; outside test mode without the test-mode block at all (nothing
+    hidden that a real processor's shopper could reveal), and marked so for the script."""
     template = _static("page.html").decode()
+    if not test_mode:
+        template = _TEST_MODE_BLOCK.sub("", template)
+    return template.replace("{{test_mode}}", "true" if test_mode else "false")
+
+
+def _shell(mode: Mode, session_id: str, parent_origin: str, *, test_mode: bool) -> bytes:
+    """The page: escaped attributes only, everything else is the static template."""
     return (
-        template.replace("{{mode}}", html.escape(mode))
+        _template(test_mode)
+        .replace("{{mode}}", html.escape(mode))
         .replace("{{session_id}}", html.escape(session_id))
         .replace("{{parent_origin}}", html.escape(parent_origin))
         .replace("{{assets}}", ASSETS_PATH)
@@ -97,11 +113,12 @@ def _check_id(session_id: str) -> None:
 
 
 @get("/{session_id:str}", include_in_schema=False, sync_to_thread=False)
-def hosted_page(session_id: FromPath[str]) -> Response[bytes]:
+def hosted_page(request: AnyRequest, session_id: FromPath[str]) -> Response[bytes]:
     """The hosted page: never framed. No lookup: the shell is the same for every session,
     and an unknown one answers exactly like a known one until the page calls the API."""
     _check_id(session_id)
-    return _page(_shell("hosted", session_id, ""), "'none'")
+    test_mode = is_test_mode(app_services(request).settings)
+    return _page(_shell("hosted", session_id, "", test_mode=test_mode), "'none'")
 
 
 @get("/embed/{session_id:str}", include_in_schema=False)
@@ -113,10 +130,11 @@ async def embed_page(
     page talks to is the merchant's `parent_origin` when allowed, else the success page's."""
     _check_id(session_id)
     services = app_services(request)
+    test_mode = is_test_mode(services.core.settings)
     record = await services.core.sessions.load(session_id)
     if record is None:
         # Same shell, nothing frames it, nothing to talk to: the page shows it cannot load.
-        return _page(_shell("embedded", session_id, ""), "'none'")
+        return _page(_shell("embedded", session_id, "", test_mode=test_mode), "'none'")
     own = session_origins(record, services.core.settings.public_base_url)
     account = await services.allowed_origins(record.account_uid)
     ancestors = sorted(o for o in own | account if o.startswith(("https://", "http://")))
@@ -125,7 +143,8 @@ async def embed_page(
         wanted = origin_of(parent_origin)
         allowed = await origin_allowed(services, record.account_uid, own, wanted)
         parent = wanted if allowed else ""
-    return _page(_shell("embedded", session_id, parent), " ".join(ancestors) or "'none'")
+    shell = _shell("embedded", session_id, parent, test_mode=test_mode)
+    return _page(shell, " ".join(ancestors) or "'none'")
 
 
 @get(f"{ASSETS_PATH}/{{name:str}}", include_in_schema=False, sync_to_thread=False)

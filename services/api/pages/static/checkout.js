@@ -10,6 +10,10 @@
   var MODE = root.getAttribute("data-mode");
   var SESSION_ID = root.getAttribute("data-session-id");
   var PARENT_ORIGIN = root.getAttribute("data-parent-origin") || "";
+  // Test mode (the payment simulator): non-card methods are paid with a test token typed in
+  // the token field. Outside it the field is not in the page, and only cards are offered
+  // here until real wallet and bank buttons come with a real processor (docs/pages.md).
+  var TEST_MODE = root.getAttribute("data-test-mode") === "true";
   var API = "/v1/hosted-sessions/" + encodeURIComponent(SESSION_ID);
   var POLL_MS = 2000;
   var STORE_KEY = "hs_secret:" + SESSION_ID;
@@ -212,8 +216,14 @@
       choices.push({ value: "saved:" + m.id, type: m.type, label: "Saved: " + label });
     });
     cfg.allowed_methods.forEach(function (t) {
+      if (t !== "card" && !TEST_MODE) return;
       choices.push({ value: t, type: t, label: METHOD_LABELS[t] || t });
     });
+    if (!choices.length) {
+      showState("Payment unavailable", "None of this checkout's payment methods can be used " +
+        "on this page. Please contact the merchant.");
+      return false;
+    }
     choices.forEach(function (choice, index) {
       var label = el("label");
       var input = el("input");
@@ -263,6 +273,7 @@
     $("pay-form").hidden = false;
     $("checkout").setAttribute("aria-busy", "false");
     onMethodChange();
+    return true;
   }
 
   function selected() {
@@ -278,8 +289,10 @@
   function onMethodChange() {
     var method = selected();
     $("card-fields").hidden = !method || method.value !== "card";
-    $("token-fields").hidden = !method || method.value.indexOf("saved:") === 0 ||
-      method.value === "card";
+    if (TEST_MODE) {
+      $("token-fields").hidden = !method || method.value.indexOf("saved:") === 0 ||
+        method.value === "card";
+    }
     quote = null;
     $("fee-row").hidden = true;
     $("total").textContent = money(config.amount, config.currency);
@@ -524,7 +537,7 @@
       config = r.data;
       if (config.status === "expired") { showExpired(); return; }
       if (config.status === "complete") { showPaid(); return; }
-      render(config);
+      if (!render(config)) return;
       root.setAttribute("data-state", "open");
       poll();
     });

@@ -1,0 +1,1 @@
+"""Conformance kits for the seams an outside adapter plugs into."""
