@@ -131,9 +131,12 @@ def lifespan(settings: Settings, clock: Clock) -> Any:
         app.state.services = services
         # Keeps the admin signing keys within their max-age; stopped by aclose() below.
         services.jwks.start()
+        # The SMS sender's client (SNS): one per process, closed below.
+        await services.challenge.start()
         try:
             yield
         finally:
+            await services.challenge.aclose()
             await services.jwks.aclose()
             await services.redis.aclose(close_connection_pool=True)
 

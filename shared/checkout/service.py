@@ -39,6 +39,7 @@ from shared.errors import (
     AlreadyConfirmed,
     CardDeclined,
     ChallengeRequired,
+    ChallengesOff,
     DuplicatePayment,
     ExpiredCard,
     FraudDeclined,
@@ -129,12 +130,19 @@ class CheckoutService:
         self._clock = clock
         self._fingerprint_key = cipher.secret_hash("card-fingerprint").encode()
         self._card_testing: CardTestingGuard | None = None
+        self._challenges_on = True
 
     def with_card_testing(self, guard: CardTestingGuard) -> CheckoutService:
         """This service, also counting declines per card and client address (the API's)."""
         guarded = copy.copy(self)
         guarded._card_testing = guard
         return guarded
+
+    def without_sms_challenges(self) -> CheckoutService:
+        """This service, refusing elevated-risk sessions for good (HS_SMS_CHALLENGES=off)."""
+        refusing = copy.copy(self)
+        refusing._challenges_on = False
+        return refusing
 
     async def confirm(
         self,
@@ -171,6 +179,8 @@ class CheckoutService:
             if level == "highest":
                 raise FraudDeclined("The payment was declined")
             if level == "elevated" and not record.challenge_passed:
+                if not self._challenges_on:
+                    raise ChallengesOff()
                 raise ChallengeRequired("Verify with the code sent by SMS to continue")
             fee = await self._fees.fee_for(record, params.quote_id, method.type, settings.fees)
             total = record.amount + fee
