@@ -150,12 +150,15 @@ class SnsSmsSender:
         budget_seconds: float = 8.0,
         first_backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 2.0,
+        try_timeout_seconds: float | None = None,
         endpoint_url: str | None = None,
     ) -> None:
         self._sender_id = sender_id
         self._budget = budget_seconds
         self._first_backoff = first_backoff_seconds
         self._max_backoff = max_backoff_seconds
+        # Connect and read timeout of one try: half the budget, 0.5-5 s, unless given.
+        self._try_timeout = try_timeout_seconds or max(0.5, min(5.0, budget_seconds / 2))
         self._endpoint_url = endpoint_url  # tests; production uses AWS_ENDPOINT_URL_SNS
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
@@ -167,10 +170,9 @@ class SnsSmsSender:
             if self._client is not None:
                 return
             # No request may outlive the budget; our loop does the retries, not botocore's.
-            per_try = max(0.5, min(5.0, self._budget / 2))
             config = Config(
-                connect_timeout=per_try,
-                read_timeout=per_try,
+                connect_timeout=self._try_timeout,
+                read_timeout=self._try_timeout,
                 retries={"total_max_attempts": 1},
             )
             stack = AsyncExitStack()
