@@ -118,6 +118,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long each API process reuses an account's allowed origins before re-reading them
     # (a change made through this process applies at once; others within this time).
     origin_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
+    # SMS challenges (docs/challenge.md). The sender: "dev" (the outbox; every env but
+    # production) or "sns" (Amazon SNS; region and credentials from the AWS chain); empty
+    # means dev outside production and none in production. "off" switches challenges off:
+    # elevated-risk sessions are then refused (challenge_required, not recoverable).
+    sms_sender: Literal["", "dev", "sns"] = ""
+    sms_challenges: Literal["on", "off"] = "on"
+    # SNS only: the alphanumeric sender id shown where countries allow one (empty: none).
+    sms_sender_id: Annotated[str, msgspec.Meta(max_length=11, pattern="^[A-Za-z0-9]*$")] = ""
+    # How long one send may take, retries with backoff included, before the shopper is told
+    # to ask again (well inside a code's 5-minute lifetime).
+    sms_send_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 8.0
 
     def __post_init__(self) -> None:
         # What production alone refuses (test seams, a missing data key, the simulator...) is

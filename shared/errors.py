@@ -227,6 +227,22 @@ class ChallengeRequired(ServiceError):
     recoverable = True
 
 
+class ChallengesOff(ChallengeRequired):
+    """Raised for an elevated-risk session where SMS challenges are switched off
+    (HS_SMS_CHALLENGES=off): it can never be verified, so it can never be paid."""
+
+    recoverable = False
+
+    def __init__(
+        self,
+        message: str = (
+            "This checkout needs SMS verification, which is switched off for this service:"
+            " it cannot be paid"
+        ),
+    ) -> None:
+        super().__init__(message)
+
+
 class ChallengeFailed(ServiceError):
     """Raised when an SMS code is wrong or expired (recoverable while attempts remain)."""
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from shared.challenge.senders import sms_config_problems
 from shared.config import Settings
 from shared.devkeys import PRIVATE_KEY_FILE
 from shared.payments.factory import (
@@ -151,6 +152,15 @@ def public_url_problems(settings: Settings) -> list[ConfigProblem]:
     return []
 
 
+def sms_problems(settings: Settings) -> list[ConfigProblem]:
+    """A sender production can use (HS_SMS_SENDER), unless challenges are off."""
+    try:
+        as_production = msgspec.structs.replace(settings, env="production")
+    except ValueError:  # a setting production refuses outright: its own check names it
+        as_production = settings
+    return [ConfigProblem(name, why) for name, why in sms_config_problems(as_production)]
+
+
 # Every check production runs; other parts of the service add theirs here.
 CHECKS: tuple[Check, ...] = (
     processor_problems,
@@ -158,6 +168,7 @@ CHECKS: tuple[Check, ...] = (
     seam_problems,
     admin_auth_problems,
     public_url_problems,
+    sms_problems,
 )
 
 

@@ -15,9 +15,8 @@ from redis.asyncio import Redis
 from shared.accounts.service import AccountService
 from shared.accounts.store import AccountStore
 from shared.challenge.model import ChallengeLimits
+from shared.challenge.senders import build_sms_sender, sms_challenges_on
 from shared.challenge.service import ChallengeService
-from shared.challenge.sms import DevSmsSender, SmsSender, UnconfiguredSmsSender
-from shared.challenge.store import DevSmsOutbox
 from shared.checkout.risk import ConfirmRisk
 from shared.checkout.service import CheckoutService
 from shared.checkout.store import CheckoutStore
@@ -180,15 +179,14 @@ def wire_core(settings: Settings, redis: Redis, clock: Clock) -> Core:
     )
     limits = ChallengeLimits()
 
-    # --- SMS sender --- (one with a connection to close registers in `lifetime`)
-    sender: SmsSender = UnconfiguredSmsSender()
-    if settings.env != "production":
-        # The dev outbox keeps a text as long as its code lives (tests and the dev page read it);
-        # production has no provider integrated yet and sending fails loudly.
-        outbox = DevSmsOutbox(redis, keys, ttl_seconds=limits.code_ttl_ms // 1000)
-        sender = DevSmsSender(settings, outbox)
-
-    challenge = ChallengeService(sessions, confirm_risk, sender, cipher, clock, limits)
+    # --- SMS sender --- (HS_SMS_SENDER; opened and closed by the API's lifespan)
+    sender = build_sms_sender(settings, redis, keys, limits)
+    challenges_on = sms_challenges_on(settings)  # HS_SMS_CHALLENGES
+    if not challenges_on:
+        checkout = checkout.without_sms_challenges()
+    challenge = ChallengeService(
+        sessions, confirm_risk, sender, cipher, clock, limits, enabled=challenges_on
+    )
     webhook_store = WebhookStore(redis, keys)
     jobs = JobQueue(redis, keys)
     webhooks = WebhookService(

@@ -106,10 +106,15 @@ def lifespan(settings: Settings, clock: Clock) -> Any:
         services = build_services(settings, clock)
         attach(app, services)
         services.start()
+        # The SMS sender's client (SNS): one per process, the API's only (workers never text).
+        await services.core.challenge.start()
         try:
             yield
         finally:
-            await services.aclose()
+            try:
+                await services.core.challenge.aclose()
+            finally:
+                await services.aclose()
 
     return _lifespan
 

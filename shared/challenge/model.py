@@ -28,6 +28,8 @@ _CODE_IN_TEXT = re.compile(rf"(?<!\d)(\d{{{CODE_DIGITS}}})(?!\d)")
 # E.164 allows at most 15 digits; fewer than 7 is no number an SMS can reach.
 _MIN_PHONE_DIGITS = 7
 _MAX_PHONE_DIGITS = 15
+# What may separate a phone's digits: spaces (and no-break spaces), dashes, dots, brackets.
+_PHONE_PUNCTUATION = frozenset(" \u00a0-.()\u2010\u2011\u2012\u2013")
 _MERCHANT_NAME_IN_SMS = 30  # keeps the message inside one 160-character SMS
 
 
@@ -54,6 +56,12 @@ class CodeNotSent(ServiceError):
     code = "processing_error"
     status = 502
     recoverable = True
+
+
+class CodeNotSentForGood(CodeNotSent):
+    """Raised when the SMS provider refused the code for good (asking again will not help)."""
+
+    recoverable = False
 
 
 class SentChallenge(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,16 +99,28 @@ def code_in(text: str) -> str | None:
 
 
 def sms_number(phone: str | None) -> str:
-    """The phone to text, punctuation dropped; raises when there is none usable."""
+    """The phone to text as E.164 (`+` and 7-15 digits, the first not 0), spaces, dashes,
+    dots and brackets dropped; raises when there is none usable (nothing is sent then)."""
     raw = (phone or "").strip()
-    digits = ascii_digits_in(raw)  # what an SMS gateway dials, whatever script was typed
     if not raw:
         raise ValidationFailed(
             "fraud_signals.phone: this checkout has no phone number to send a code to"
         )
-    if not _MIN_PHONE_DIGITS <= len(digits) <= _MAX_PHONE_DIGITS:
-        raise ValidationFailed("fraud_signals.phone: not a number a code can be sent to")
-    return ("+" if raw.startswith("+") else "") + digits
+    plus = raw[0] in "+\uff0b"  # full-width plus: what a Japanese IME types
+    rest = raw[1:] if plus else raw
+    digits = ascii_digits_in(rest)  # what an SMS gateway dials, whatever script was typed
+    stray = any(not c.isdigit() and c not in _PHONE_PUNCTUATION for c in rest)
+    if (
+        not plus
+        or stray
+        or not _MIN_PHONE_DIGITS <= len(digits) <= _MAX_PHONE_DIGITS
+        or digits.startswith("0")
+    ):
+        raise ValidationFailed(
+            "fraud_signals.phone: not an international (E.164) number a code can be sent to,"
+            " such as +15555550123"
+        )
+    return "+" + digits
 
 
 def mask_phone(phone: str) -> str:

@@ -9,6 +9,7 @@ import structlog
 from shared.challenge.model import (
     ChallengeLimits,
     CodeNotSent,
+    CodeNotSentForGood,
     SentChallenge,
     attempts_left,
     check_send,
@@ -28,7 +29,7 @@ from shared.challenge.sms import SmsError, SmsSender
 from shared.checkout.service import RiskDecider
 from shared.clock import Clock
 from shared.crypto import DataCipher
-from shared.errors import InternalError, NotFound, PaymentInProgress
+from shared.errors import ChallengesOff, InternalError, NotFound, PaymentInProgress
 from shared.sessions.model import SessionRecord
 from shared.sessions.service import SessionService
 from shared.sessions.store import WriteOutcome
@@ -48,13 +49,24 @@ class ChallengeService:
         cipher: DataCipher,
         clock: Clock,
         limits: ChallengeLimits | None = None,
+        *,
+        enabled: bool = True,
     ) -> None:
         self._sessions = sessions
+        self._enabled = enabled
         self._risk = risk
         self._sender = sender
         self._cipher = cipher
         self._clock = clock
         self.limits = limits or ChallengeLimits()
+
+    async def start(self) -> None:
+        """Open the sender's client (the API's start-up)."""
+        await self._sender.start()
+
+    async def aclose(self) -> None:
+        """Close the sender's client (the API's shutdown)."""
+        await self._sender.aclose()
 
     async def send(self, record: SessionRecord) -> SentChallenge:
         """Text a new code to the session's phone; raises when none is needed or allowed."""
@@ -62,6 +74,8 @@ class ChallengeService:
         # The level confirm acts on (scored inline when the job has not run; timing
         # re-checked), so the challenge is offered exactly where confirm will ask for it.
         require_challenge_level(await self._risk.decide(record, False))
+        if not self._enabled:
+            raise ChallengesOff()
         signals = (
             await self._sessions.load_fraud_signals(record.id) if record.has_fraud_signals else None
         )
@@ -95,7 +109,10 @@ class ChallengeService:
         except SmsError as exc:
             # The type only: a provider's message may quote the number.
             log.error("challenge.send_failed", session_id=changed.id, error=type(exc).__name__)
-            # The code is counted as sent, so a new one waits out the resend interval.
+            if not exc.transient:
+                raise CodeNotSentForGood("The code could not be sent to this phone") from None
+            # The code is counted as sent (after a timeout it may have gone out), so a new
+            # one waits out the resend interval: one request never sends two different codes.
             raise CodeNotSent(
                 "The code could not be sent; ask for a new one shortly",
                 retry_after=limits.resend_interval_ms // 1000,

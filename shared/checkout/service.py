@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 from datetime import UTC, datetime
 from typing import Protocol
@@ -38,6 +39,7 @@ from shared.errors import (
     AlreadyConfirmed,
     CardDeclined,
     ChallengeRequired,
+    ChallengesOff,
     DuplicatePayment,
     ExpiredCard,
     FraudDeclined,
@@ -130,6 +132,13 @@ class CheckoutService:
         self._clock = clock
         self._fingerprint_key = cipher.secret_hash("card-fingerprint").encode()
         self._card_testing = card_testing
+        self._challenges_on = True
+
+    def without_sms_challenges(self) -> CheckoutService:
+        """This service, refusing elevated-risk sessions for good (HS_SMS_CHALLENGES=off)."""
+        refusing = copy.copy(self)
+        refusing._challenges_on = False
+        return refusing
 
     async def confirm(
         self,
@@ -166,6 +175,8 @@ class CheckoutService:
             if level == "highest":
                 raise FraudDeclined("The payment was declined")
             if level == "elevated" and not record.challenge_passed:
+                if not self._challenges_on:
+                    raise ChallengesOff()
                 raise ChallengeRequired("Verify with the code sent by SMS to continue")
             fee = await self._fees.fee_for(record, params.quote_id, method.type, settings.fees)
             total = record.amount + fee

@@ -437,9 +437,11 @@ async def test_codes_and_phones_never_reach_logs_or_responses(
     assert [e["outcome"] for e in verified] == ["wrong_code", "passed"]
 
 
-async def test_production_has_no_sms_provider_and_no_dev_outbox(
+async def test_production_without_a_sender_sends_nothing_and_has_no_dev_outbox(
     settings: Settings, redis: Redis, admin_headers: dict[str, str], clock: ManualClock
 ) -> None:
+    # Production refuses to start so (shared/challenge/senders.py:sms_config_problems); a
+    # process built anyway answers every ask with a refusal that waiting does not cure.
     production = msgspec.structs.replace(settings, env="production")
     with pytest.raises(ValueError, match="refused in production"):
         DevSmsSender(production, DevSmsOutbox(redis, Keys(settings.key_prefix), 300))
@@ -450,6 +452,6 @@ async def test_production_has_no_sms_provider_and_no_dev_outbox(
     async with AsyncTestClient(app, base_url="http://testserver.local") as client:
         s = await elevated_session(client, admin_headers)
         r = await ask(client, s)
-        assert_error(r, 502, "processing_error", True)
-        assert r.headers["retry-after"] == "30"
+        assert_error(r, 502, "processing_error", False)
+        assert "retry-after" not in r.headers
     assert await redis.keys(f"{settings.key_prefix}:*:dev:sms:*") == []

@@ -67,16 +67,24 @@ class ChallengeController(Controller):
         summary="Text a one-time code to the shopper's phone (elevated-risk sessions)",
         opt={"scope": "payment"},
         responses=_errors(
-            s400="validation_error: no challenge needed, already passed, or no phone",
+            s400=(
+                "validation_error: no challenge needed, already passed, or no E.164 phone "
+                "(fraud_signals.phone)"
+            ),
             s403=(
                 "insufficient_scope (wallet credential) | origin_not_allowed | "
                 "challenge_failed (not recoverable: locked, or this session cannot be verified)"
+                " | challenge_required (not recoverable: SMS challenges are switched off)"
             ),
             s429=(
                 "rate_limited: a code was sent moments ago (see Retry-After), or every code "
                 "this session may get was sent (not recoverable)"
             ),
-            s502="processing_error: the SMS could not be sent; ask again after Retry-After",
+            s502=(
+                "processing_error: the SMS could not be sent; recoverable (throttled, provider "
+                "fault, no answer): ask again after Retry-After; not recoverable: the provider "
+                "refused it"
+            ),
         ),
     )
     async def send_code(self, request: AnyRequest) -> ChallengeSent:

@@ -117,7 +117,7 @@ def hosted_page(request: AnyRequest, session_id: FromPath[str]) -> Response[byte
     """The hosted page: never framed. No lookup: the shell is the same for every session,
     and an unknown one answers exactly like a known one until the page calls the API."""
     _check_id(session_id)
-    test_mode = is_test_mode(app_services(request).settings)
+    test_mode = is_test_mode(app_services(request).core.settings)
     return _page(_shell("hosted", session_id, "", test_mode=test_mode), "'none'")
 
 
