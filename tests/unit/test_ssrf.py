@@ -223,11 +223,27 @@ def test_valid_urls_pass_unchanged() -> None:
     assert check_endpoint_url(local, require_https=False, allow_private=True) == local
 
 
-def test_the_private_seam_is_never_honoured_in_production() -> None:
+def test_private_receivers_by_environment() -> None:
     key = "A" * 43 + "="
-    assert private_allowed(Settings(env="test", webhook_allow_private=True))
+    # Development (`make run`): a receiver on the developer's machine works out of the box,
+    # unless switched off.
+    assert private_allowed(Settings(env="development"))
+    assert private_allowed(Settings.from_env({"HS_ENV": "development"}))
+    assert not private_allowed(Settings(env="development", webhook_allow_private=False))
+    assert not private_allowed(Settings.from_env({"HS_WEBHOOK_ALLOW_PRIVATE": "false"}))
+    # Test: the production rules unless a test asks for a local receiver.
     assert not private_allowed(Settings(env="test"))
-    assert not private_allowed(Settings(env="production", data_key=key, webhook_allow_private=True))
+    assert private_allowed(Settings(env="test", webhook_allow_private=True))
+    # Production: never; left unset it is refused quietly, set to true the process refuses
+    # to start and names the setting.
+    assert not private_allowed(Settings(env="production", data_key=key))
+    assert not private_allowed(Settings(env="production", data_key=key, webhook_allow_private=False))
+    with pytest.raises(ValueError, match="HS_WEBHOOK_ALLOW_PRIVATE"):
+        Settings(env="production", data_key=key, webhook_allow_private=True)
+    with pytest.raises(ValueError, match="HS_WEBHOOK_ALLOW_PRIVATE"):
+        Settings.from_env(
+            {"HS_ENV": "production", "HS_DATA_KEY": key, "HS_WEBHOOK_ALLOW_PRIVATE": "true"}
+        )
 
 
 async def test_a_name_resolving_to_loopback_is_refused() -> None:
