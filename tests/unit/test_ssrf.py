@@ -237,7 +237,9 @@ def test_private_receivers_by_environment() -> None:
     # Production: never; left unset it is refused quietly, set to true the process refuses
     # to start and names the setting.
     assert not private_allowed(Settings(env="production", data_key=key))
-    assert not private_allowed(Settings(env="production", data_key=key, webhook_allow_private=False))
+    assert not private_allowed(
+        Settings(env="production", data_key=key, webhook_allow_private=False)
+    )
     with pytest.raises(ValueError, match="HS_WEBHOOK_ALLOW_PRIVATE"):
         Settings(env="production", data_key=key, webhook_allow_private=True)
     with pytest.raises(ValueError, match="HS_WEBHOOK_ALLOW_PRIVATE"):
