@@ -12,8 +12,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.webhooks.model import SECRET_OVERLAP_MS, SecretVersion, live_secrets, rotated
 from shared.webhooks.signing import (

@@ -20,6 +20,7 @@ from services.api.openapi_errors import (
     IDEMPOTENCY_REUSED,
     error_responses,
 )
+from services.api.pagination import starting_after_of
 from services.api.routing import get, patch, post
 from services.api.sessions.schemas import (
     CreatedSession,
@@ -91,7 +92,9 @@ class SessionController(Controller):
         request: AnyRequest,
         account_uid: Annotated[str, HeaderParameter(name=ACCOUNT_HEADER)],
         limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
-        starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
+        starting_after: Annotated[
+            str | None, Parameter(max_length=64, description=starting_after_of("session"))
+        ] = None,
         status: Annotated[str | None, Parameter(max_length=16)] = None,
         customer_id: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> SessionList:
