@@ -89,9 +89,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds before each retry after a failed attempt (jitter adds up to 20 %); the last
     # failure marks the delivery dead. The default spans about 3 days and 3 hours.
     webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
-    # Dev and test seam: let endpoints resolve to private/loopback addresses (ignored in
-    # production, where such destinations are always refused).
-    webhook_allow_private: bool = False
+    # Webhook endpoints on private/loopback addresses (a receiver on the developer's own
+    # machine). Unset: allowed in development, refused in test (the SSRF tests need the
+    # production rules); production always refuses them and will not start with `true`.
+    webhook_allow_private: bool | None = None
     # Requests in flight per receiving host (scheme, host, port) in each worker process; an
     # attempt that finds them all busy for a second is put back, not counted as failed.
     webhook_connections_per_host: int = 8
@@ -135,6 +136,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # listed by shared/production.py, so start-up and check-config name every problem.
         if not self.jwks_max_age_min_seconds <= self.jwks_max_age_max_seconds:
             raise ValueError("HS_JWKS_MAX_AGE_MIN_SECONDS exceeds HS_JWKS_MAX_AGE_MAX_SECONDS")
+
+    @property
+    def webhook_private_allowed(self) -> bool:
+        """Whether webhook endpoints may be private or loopback addresses, registration and
+        delivery alike: the setting when given, else only in development; never in
+        production."""
+        if self.env == "production":
+            return False
+        if self.webhook_allow_private is None:
+            return self.env == "development"
+        return self.webhook_allow_private
 
     @property
     def data_key_bytes(self) -> bytes:

@@ -152,6 +152,19 @@ def public_url_problems(settings: Settings) -> list[ConfigProblem]:
     return []
 
 
+def webhook_problems(settings: Settings) -> list[ConfigProblem]:
+    """Webhooks never go to private or loopback addresses in production."""
+    if settings.webhook_allow_private:
+        return [
+            ConfigProblem(
+                "HS_WEBHOOK_ALLOW_PRIVATE",
+                "is for development and tests (webhooks to private or loopback"
+                " addresses); unset it",
+            )
+        ]
+    return []
+
+
 def sms_problems(settings: Settings) -> list[ConfigProblem]:
     """A sender production can use (HS_SMS_SENDER), unless challenges are off."""
     try:
@@ -168,6 +181,7 @@ CHECKS: tuple[Check, ...] = (
     seam_problems,
     admin_auth_problems,
     public_url_problems,
+    webhook_problems,
     sms_problems,
 )
 

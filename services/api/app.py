@@ -18,6 +18,7 @@ from services.api.lifespan import lifespan
 from services.api.metrics import metrics
 from services.api.middleware import request_context_middleware
 from services.api.pages.routes import PAGE_HANDLERS
+from services.api.pagination import PAGINATION_CONVENTION
 from services.api.path_ids import require_well_formed_ids
 from services.api.responses import JSONResponse
 from services.api.routing import repoint_options_handlers
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="Hosted Sessions",
             version="1.0.0",
+            description=PAGINATION_CONVENTION,
             path="/openapi",
             components=Components(
                 security_schemes={

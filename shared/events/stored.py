@@ -122,3 +122,24 @@ def read_stored_event(stored: bytes) -> tuple[EventHead, bytes]:
     ValidationError when it cannot be read). The JSON is checked whole; `data` is not built."""
     raw = EVENT_CODEC.unpack(stored)
     return _HEAD_DECODER.decode(raw), raw
+
+
+EVENT_ID_PREFIX = "evt_"
+_HEAD = b'{"type":"'
+_ID_AFTER_TYPE = b'","id":"'
+
+
+def event_id_of(event_json: bytes) -> str:
+    """The id of an envelope as EVENT_ENCODER writes it, read from its head without parsing
+    the rest: `{"type":"<name>","id":"<id>",…` (a tagged union writes its tag first, then
+    the fields in order). Any other shape is decoded properly instead (msgspec errors when
+    it is no envelope)."""
+    if event_json.startswith(_HEAD):
+        type_end = event_json.find(b'"', len(_HEAD))
+        if type_end > 0 and event_json.startswith(_ID_AFTER_TYPE, type_end):
+            start = type_end + len(_ID_AFTER_TYPE)
+            end = event_json.find(b'"', start)
+            if end > start:
+                return event_json[start:end].decode()
+    head: EventHead = _HEAD_DECODER.decode(event_json)
+    return head.id

@@ -27,8 +27,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
+from shared.errors import ValidationFailed
 from shared.events.model import EVENT_DECODER, Event
 from shared.events.stored import (
+    EVENT_ID_PREFIX,
     EventHead,
     decode_stored_event,
     read_stored_event,
@@ -441,8 +443,21 @@ class AccountEvents:
         event_type: str | None = None,
         session_id: str | None = None,
     ) -> EventPage:
-        """Up to `limit` events older than `starting_after` (a stream entry id)."""
+        """Up to `limit` events older than `starting_after`: an event id of this account
+        (`evt_…`) or a stream entry id (`next_cursor`). ValidationFailed for an event id the
+        account does not have (another account's, unknown, or trimmed away)."""
         partition = partition_of_account(account_uid)
+        if starting_after is not None and starting_after.startswith(EVENT_ID_PREFIX):
+            # The account's own hash: another account's event id is simply not in it.
+            position: bytes | None = await self._redis.hget(  # type: ignore[misc]  # redis-py types the sync and async clients as one
+                self._keys.account_event_ids(partition, account_uid),
+                starting_after.removeprefix(EVENT_ID_PREFIX),
+            )
+            if position is None:
+                raise ValidationFailed(
+                    f"starting_after: no such event '{starting_after}' (or no longer kept)"
+                )
+            starting_after = _text(position)
         if session_id is not None and partition_of_session(session_id) != partition:
             # Not one of this account's sessions (or malformed): nothing to scan.
             return EventPage(events=[], has_more=False, next_cursor=None)

@@ -9,7 +9,8 @@ older than `now - max_retention` (a forgotten group must not fill a noeviction R
 The per-account index streams share the partition stream's entry ids, so the same MINID
 applies to them: before trimming a chunk of the partition stream, the accounts named in that
 chunk have their indexes trimmed in the same MULTI (one slot), so no index entry outlives
-its event and none is left behind by a crash. The groups' dead letters keep max_retention.
+its event and none is left behind by a crash; so are those events' entries in the accounts'
+event id hashes (`Keys.account_event_ids`). The groups' dead letters keep max_retention.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from shared.events.stored import stored_event_json
+from shared.events.stored import EVENT_ID_PREFIX, stored_event_json
 from shared.ids import PARTITIONS
 from shared.redis.keys import Keys
 
@@ -28,6 +29,7 @@ StreamId = tuple[int, int]
 
 class _Account(msgspec.Struct):
     account_uid: str
+    id: str = ""
 
 
 _ACCOUNT_DECODER = msgspec.json.Decoder(_Account)
@@ -128,17 +130,26 @@ class EventTrimmer:
             rows = await self._redis.xrange(stream, "-", f"({minid}", count=self._chunk)
             if not rows:
                 return removed
-            accounts = {a for _, fields in rows if (a := _account_of(fields)) is not None}
+            # Per account, the ids of its events in this chunk (their entries in its id hash).
+            accounts: dict[str, list[str]] = {}
+            for _, fields in rows:
+                found = _account_of(fields)
+                if found is not None:
+                    ids = accounts.setdefault(found.account_uid, [])
+                    if found.id.startswith(EVENT_ID_PREFIX):
+                        ids.append(found.id.removeprefix(EVENT_ID_PREFIX))
             last = _parse_id(rows[-1][0])
             # A full chunk trims up to just past its last entry; the rest in the next round.
             upto = minid if len(rows) < self._chunk else _format_id((last[0], last[1] + 1))
             pipe = self._redis.pipeline(transaction=True)
-            for account in sorted(accounts):
+            for account, event_ids in sorted(accounts.items()):
                 # Exact, not `~`: approximate trimming frees whole nodes only, so small streams
                 # would never shrink; this runs once per interval, off the request path.
                 pipe.xtrim(
                     self._keys.account_events(partition, account), minid=upto, approximate=False
                 )
+                if event_ids:
+                    pipe.hdel(self._keys.account_event_ids(partition, account), *event_ids)
             pipe.xtrim(stream, minid=upto, approximate=False)
             replies = await pipe.execute()
             removed += int(replies[-1])
@@ -150,8 +161,9 @@ def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _account_of(fields: dict[bytes, bytes]) -> str | None:
+def _account_of(fields: dict[bytes, bytes]) -> _Account | None:
     try:
-        return _ACCOUNT_DECODER.decode(stored_event_json(fields[b"e"])).account_uid
+        found: _Account = _ACCOUNT_DECODER.decode(stored_event_json(fields[b"e"]))
+        return found
     except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
         return None  # nothing to find in any index; the entry itself is still trimmed

@@ -93,6 +93,12 @@ class Keys:
         itself is read from `events`."""
         return f"{self.tag(partition)}:a:{seg(account_uid)}:events"
 
+    def account_event_ids(self, partition: int, account_uid: str) -> str:
+        """HASH field = event id without its `evt_` prefix, value = its stream entry id: how
+        `GET /v1/events?starting_after=evt_…` finds where a page ends. Written with the event
+        (write_session.lua), trimmed with the account's index (shared/events/trim.py)."""
+        return f"{self.tag(partition)}:a:{seg(account_uid)}:evids"
+
     def idempotency(self, partition: int, account_uid: str, key: str) -> str:
         """STRING (msgpack): the first response to an Idempotency-Key, or its in-flight lock."""
         return f"{self.tag(partition)}:idem:{seg(account_uid)}:{seg(key)}"

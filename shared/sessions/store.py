@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 import msgspec
 from redis.asyncio import Redis
 
-from shared.events.stored import pack_event, type_code
+from shared.events.stored import EVENT_ID_PREFIX, event_id_of, pack_event, type_code
 from shared.ids import BASE62, partition_of_session
 from shared.redis.compact import PresetCodec, msgpack_names
 from shared.redis.keys import Keys
@@ -210,7 +210,8 @@ class SessionStore:
         self._by_account: dict[tuple[int, str], dict[str, str]] = {}
 
     def _account_keys(self, partition: int, account_uid: str) -> dict[str, str]:
-        """The account's status indexes (by status) and its event index (`""`)."""
+        """The account's status indexes (by status), its event index (`""`) and its event
+        ids' positions (`"ids"`)."""
         found = self._by_account.get((partition, account_uid))
         if found is None:
             if len(self._by_account) >= _ACCOUNT_KEYS_CACHED:
@@ -218,6 +219,7 @@ class SessionStore:
             k = self._keys
             found = {status: k.status_index(partition, account_uid, status) for status in _STATUSES}
             found[""] = k.account_events(partition, account_uid)
+            found["ids"] = k.account_event_ids(partition, account_uid)
             self._by_account[(partition, account_uid)] = found
         return found
 
@@ -320,7 +322,9 @@ class SessionStore:
             f"{customer};"
             f"{key(change.idempotency_key) if change.idempotency_key else ''};"
             f"{key(by_account[''])};"
-            f"{key(k.charge_hold(partition, record.id))}"
+            f"{key(k.charge_hold(partition, record.id))};"
+            f"{key(by_account['ids'])};"
+            f"{event_id_of(change.event_json).removeprefix(EVENT_ID_PREFIX)}"
         )
         if create:
             # The whole stored value (module docstring). The record as it is: the fraud scorer

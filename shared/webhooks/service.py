@@ -102,6 +102,11 @@ class DeliveryPage(msgspec.Struct, frozen=True, kw_only=True):
     has_more: bool
 
 
+class EndpointPage(msgspec.Struct, frozen=True, kw_only=True):
+    data: list[EndpointView]
+    has_more: bool
+
+
 class WebhookService:
     """What merchants do with their webhook endpoints and deliveries."""
 
@@ -174,6 +179,24 @@ class WebhookService:
         """The account's endpoints, newest first."""
         stored = (await self._store.endpoints_of([account_uid]))[account_uid]
         return [endpoint_view(s.record) for s in stored]
+
+    async def endpoints_page(
+        self, account_uid: str, *, limit: int, starting_after: str | None
+    ) -> EndpointPage:
+        """Up to `limit` endpoints, newest first, after the endpoint `starting_after` (an
+        endpoint of this account, else ValidationFailed)."""
+        listed = await self.list_endpoints(account_uid)
+        start = 0
+        if starting_after is not None:
+            ids = [endpoint.id for endpoint in listed]
+            if starting_after not in ids:
+                raise ValidationFailed(
+                    f"starting_after: no such webhook endpoint '{starting_after}'"
+                )
+            start = ids.index(starting_after) + 1
+        return EndpointPage(
+            data=listed[start : start + limit], has_more=len(listed) > start + limit
+        )
 
     async def get(self, account_uid: str, endpoint_id: str) -> EndpointView:
         """One endpoint of the account (NotFound for another account's)."""

@@ -393,5 +393,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def private_allowed(settings: Settings) -> bool:
-    """The dev/test seam `HS_WEBHOOK_ALLOW_PRIVATE`, which production never honours."""
-    return settings.webhook_allow_private and settings.env != "production"
+    """`HS_WEBHOOK_ALLOW_PRIVATE` as the environment reads it (`Settings.webhook_private_allowed`):
+    on by default in development, off in test, never in production. The API (registration)
+    and the webhook worker (delivery) both ask here, so they always agree."""
+    return settings.webhook_private_allowed

@@ -3,6 +3,7 @@ with cursor pagination, type and session filters, and never another account's.""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.events.stored import stored_event_json
+from shared.events.trim import EventTrimmer
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
@@ -178,3 +180,100 @@ async def test_events_trimmed_from_the_stream_are_skipped(
     listed = await pages(client, admin_headers, limit=2)
     events = [e for page in listed for e in page["data"]]
     assert events == [msgspec.json.decode(raw) for _, raw in expected[:4]]
+
+
+async def by_last_id(
+    client: Client, headers: dict[str, str], **params: Any
+) -> list[list[dict[str, Any]]]:
+    """Every page of a listing, each asked for with the last event's id (as on every list)."""
+    out = []
+    query = dict(params)
+    while True:
+        r = await client.get(URL, params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out.append(body["data"])
+        if not body["has_more"]:
+            return out
+        query["starting_after"] = body["data"][-1]["id"]
+
+
+async def test_pages_by_the_last_events_id_like_every_other_list(
+    client: Client, admin_headers: dict[str, str], redis: Redis, settings: Settings
+) -> None:
+    ids = await history(client, admin_headers)
+    expected = [msgspec.json.decode(raw) for _, raw in await stored(redis, settings, ACCOUNT)]
+
+    listed = await by_last_id(client, admin_headers, limit=4)
+    assert listed == [expected[:4], expected[4:]]
+    one_by_one = await by_last_id(client, admin_headers, limit=1)
+    assert [page for page in one_by_one if page] == [[e] for e in expected]
+    # With filters, from an event id too.
+    first_session = await by_last_id(client, admin_headers, session_id=ids[0], limit=1)
+    assert [e["sequence"] for page in first_session for e in page] == [3, 2, 1]
+    # The stream cursor (next_cursor) still works, and lands on the same page.
+    r = await client.get(URL, params={"limit": 4}, headers=admin_headers)
+    cursor, last_id = r.json()["next_cursor"], r.json()["data"][-1]["id"]
+    by_cursor = await client.get(
+        URL, params={"limit": 4, "starting_after": cursor}, headers=admin_headers
+    )
+    by_id = await client.get(
+        URL, params={"limit": 4, "starting_after": last_id}, headers=admin_headers
+    )
+    assert by_cursor.json() == by_id.json()
+    assert by_id.json()["data"] == expected[4:]
+
+
+async def test_an_event_id_of_another_account_is_no_position(
+    client: Client, admin_headers: dict[str, str], token_for: Callable[..., str]
+) -> None:
+    await history(client, admin_headers)
+    for account in (OTHER_ACCOUNT, neighbour_of(ACCOUNT)):
+        theirs = headers_of(token_for, account)
+        r = await client.post(SESSIONS, json=seed_body(), headers=theirs)
+        assert r.status_code == 201, r.text
+        [their_event] = (await client.get(URL, headers=theirs)).json()["data"]
+        # Answered as an unknown event is: nothing of theirs (or ours) in the answer.
+        r = await client.get(
+            URL, params={"starting_after": their_event["id"]}, headers=admin_headers
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["code"] == "validation_error"
+        assert r.json()["message"].startswith("starting_after: no such event")
+        assert their_event["session_id"] not in r.text
+    unknown = "evt_" + "A" * 20
+    r = await client.get(URL, params={"starting_after": unknown}, headers=admin_headers)
+    assert r.status_code == 400
+    assert r.json()["message"].startswith("starting_after: no such event")
+    for malformed in ("evt_short", "evt_" + "A" * 21, "evt_" + "-" * 20):
+        r = await client.get(URL, params={"starting_after": malformed}, headers=admin_headers)
+        assert r.status_code == 400, (malformed, r.text)
+
+
+async def test_trimming_drops_the_event_ids_with_their_events(
+    client: Client, admin_headers: dict[str, str], redis: Redis, settings: Settings
+) -> None:
+    await history(client, admin_headers)
+    await asyncio.sleep(0.01)  # the last event in a later millisecond than the others
+    r = await client.post(SESSIONS, json=seed_body(), headers=admin_headers)
+    assert r.status_code == 201, r.text
+    keys = Keys(settings.key_prefix)
+    partition = partition_of_account(ACCOUNT)
+    ids_key = keys.account_event_ids(partition, ACCOUNT)
+    expected = [
+        (entry, msgspec.json.decode(raw)["id"])
+        for entry, raw in await stored(redis, settings, ACCOUNT)
+    ]
+    positions = {k.decode(): v.decode() for k, v in (await redis.hgetall(ids_key)).items()}  # type: ignore[misc]
+    # Every event written is findable by its id (stored without `evt_`), at its own entry.
+    assert positions == {event_id.removeprefix("evt_"): entry for entry, event_id in expected}
+
+    # Trimmed up to the newest event's millisecond (retention 0): its ids go with the events.
+    newest_ms = int(expected[0][0].split("-")[0])
+    trimmer = EventTrimmer(redis, keys, min_retention_ms=0, max_retention_ms=0)
+    assert await trimmer.trim_partition(partition, newest_ms) == len(expected) - 1
+    left = {k.decode() for k in await redis.hkeys(ids_key)}  # type: ignore[misc]
+    assert left == {expected[0][1].removeprefix("evt_")}
+    r = await client.get(URL, params={"starting_after": expected[1][1]}, headers=admin_headers)
+    assert r.status_code == 400
+    assert r.json()["message"].startswith("starting_after: no such event")

@@ -412,3 +412,40 @@ async def test_secrets_never_reach_the_logs(
     for secret in (created["secret"], rotated):
         assert secret not in out
         assert secret.removeprefix("whsec_") not in out
+
+
+async def test_endpoints_page_by_the_last_endpoints_id_like_every_list(
+    client: AsyncTestClient[Any],
+    admin_headers: dict[str, str],
+    token_for: Callable[..., str],
+) -> None:
+    made = [(await create(client, admin_headers, description=f"n{n}"))["id"] for n in range(5)]
+    everything = (await client.get(URL, headers=admin_headers)).json()
+    newest_first = [e["id"] for e in everything["data"]]
+    assert sorted(newest_first) == sorted(made)
+    assert everything["has_more"] is False
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2}
+    while True:
+        r = await client.get(URL, params=params, headers=admin_headers)
+        assert r.status_code == 200, r.text
+        seen += [e["id"] for e in r.json()["data"]]
+        if not r.json()["has_more"]:
+            break
+        params["starting_after"] = r.json()["data"][-1]["id"]
+    assert seen == newest_first
+
+    # Another account's endpoint id (or an unknown one) is no position here.
+    other = {
+        "Authorization": f"Bearer {token_for(OTHER_ACCOUNT)}",
+        "X-Payment-Account-Uid": OTHER_ACCOUNT,
+    }
+    theirs = await create(client, other)
+    for cursor in (theirs["id"], "we_" + "A" * 24):
+        r = await client.get(URL, params={"starting_after": cursor}, headers=admin_headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["message"].startswith("starting_after: no such webhook endpoint")
+        assert theirs["url"] not in r.text
+    r = await client.get(URL, params={"starting_after": made[0]}, headers=other)
+    assert r.status_code == 400

@@ -59,6 +59,8 @@ def production(issuer_jwks: str) -> dict[str, str]:
         "HS_PROCESSOR": "tests.processors:sandbox_adapter",
         "HS_JWKS_FILE": issuer_jwks,
         "HS_PUBLIC_BASE_URL": "https://checkout.example.com",
+        # The SNS sender is tested against moto (tests/api/test_sms_sns.py); here no texts.
+        "HS_SMS_CHALLENGES": "off",
     }
 
 
@@ -91,8 +93,9 @@ def test_the_api_refuses_an_unset_processor_and_names_every_setting(settings: Se
         HS_PUBLIC_BASE_URL="http://checkout.example.com",
     )
     assert done.returncode == 2
-    assert "refusing to start in production (5 setting(s) to fix):" in done.stderr
+    assert "refusing to start in production (6 setting(s) to fix):" in done.stderr
     for setting in (
+        "HS_SMS_SENDER: no SMS sender",
         "HS_PROCESSOR: is not set",
         "HS_DATA_KEY: is required",
         "HS_CLOCK_OFFSET_MS: is a test seam",

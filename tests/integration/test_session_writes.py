@@ -46,7 +46,7 @@ async def test_a_create_written_again_finds_the_session_and_changes_nothing(
     again = SessionWrite(
         record=msgspec.structs.replace(stored.record, description="a second try"),
         previous_status=None,
-        event_json=b'{"type":"hosted_session.created"}',
+        event_json=b'{"type":"hosted_session.created","id":"evt_AAAAAAAAAAAAAAAAAAAA"}',
         event_type="hosted_session.created",
         secret_hash="00" * 32,
     )

@@ -32,6 +32,7 @@ def good_production() -> Settings:
         jwks_url="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc/.well-known/jwks.json",
         jwt_issuer="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc",
         public_base_url="https://checkout.example.com",
+        sms_challenges="off",
     )
 
 
@@ -81,9 +82,10 @@ def test_every_problem_is_listed_at_once() -> None:
         "HS_DATA_KEY",
         "HS_JWKS_URL",
         "HS_JWT_ISSUER",
+        "HS_SMS_SENDER",
     ]
     message = refusal_message(problems)
-    assert message.startswith("refusing to start in production (4 setting(s) to fix):")
+    assert message.startswith("refusing to start in production (5 setting(s) to fix):")
     for problem in problems:
         assert f"\n  {problem.setting}: {problem.reason}" in message
 

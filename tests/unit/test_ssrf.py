@@ -11,6 +11,7 @@ from ipaddress import ip_address
 import pytest
 
 from shared.config import Settings
+from shared.production import production_problems
 from shared.webhooks.delivery import WebhookSender
 from shared.webhooks.ssrf import (
     ForbiddenDestination,
@@ -223,11 +224,28 @@ def test_valid_urls_pass_unchanged() -> None:
     assert check_endpoint_url(local, require_https=False, allow_private=True) == local
 
 
-def test_the_private_seam_is_never_honoured_in_production() -> None:
+def test_private_receivers_by_environment() -> None:
     key = "A" * 43 + "="
-    assert private_allowed(Settings(env="test", webhook_allow_private=True))
+    # Development (`make run`): a receiver on the developer's machine works out of the box,
+    # unless switched off.
+    assert private_allowed(Settings(env="development"))
+    assert private_allowed(Settings.from_env({"HS_ENV": "development"}))
+    assert not private_allowed(Settings(env="development", webhook_allow_private=False))
+    assert not private_allowed(Settings.from_env({"HS_WEBHOOK_ALLOW_PRIVATE": "false"}))
+    # Test: the production rules unless a test asks for a local receiver.
     assert not private_allowed(Settings(env="test"))
-    assert not private_allowed(Settings(env="production", data_key=key, webhook_allow_private=True))
+    assert private_allowed(Settings(env="test", webhook_allow_private=True))
+    # Production: never; left unset it is refused quietly, set to true production refuses to
+    # start (shared/production.py) and names the setting.
+    assert not private_allowed(Settings(env="production", data_key=key))
+    assert not private_allowed(
+        Settings(env="production", data_key=key, webhook_allow_private=False)
+    )
+    asked = Settings.from_env(
+        {"HS_ENV": "production", "HS_DATA_KEY": key, "HS_WEBHOOK_ALLOW_PRIVATE": "true"}
+    )
+    assert not private_allowed(asked)
+    assert "HS_WEBHOOK_ALLOW_PRIVATE" in {p.setting for p in production_problems(asked)}
 
 
 async def test_a_name_resolving_to_loopback_is_refused() -> None:

@@ -168,3 +168,20 @@ def test_fraud_signals_round_trip_by_position() -> None:
     assert decode_fraud_signals(msgspec.msgpack.encode(["10.0.0.1"])) == FraudSignals(
         ip_address="10.0.0.1"
     )
+
+
+def test_an_events_id_is_read_from_its_head() -> None:
+    from shared.events.stored import event_id_of
+
+    fast = b'{"type":"hosted_session.challenge_succeeded","id":"evt_0123456789abcdefghij",'
+    assert event_id_of(fast + b'"sequence":1,"data":{"id":"evt_other"}}') == (
+        "evt_0123456789abcdefghij"
+    )
+    # Any other shape is decoded, not guessed at.
+    reordered = (
+        b'{"data":{"id":"evt_wrong"},"type":"x","id":"evt_right","account_uid":"a",'
+        b'"session_id":"cs_1","sequence":1}'
+    )
+    assert event_id_of(reordered) == "evt_right"
+    with pytest.raises(msgspec.ValidationError):
+        event_id_of(b'{"type":"hosted_session.created"}')

@@ -1,16 +1,27 @@
 """Webhook signatures follow Standard Webhooks: the published vector, an independent
-computation for our own secrets, both signatures during a rotation, and the 24 h overlap."""
+computation for our own secrets, both signatures during a rotation, the 24 h overlap, and
+interop with the standard's own library (`standardwebhooks`) in both directions."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
+import time
+from datetime import UTC, datetime
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from shared.webhooks.model import SECRET_OVERLAP_MS, SecretVersion, live_secrets, rotated
-from shared.webhooks.signing import new_secret, sign, signature_header, webhook_headers
+from shared.webhooks.signing import (
+    new_secret,
+    sign,
+    signature_header,
+    verify,
+    webhook_headers,
+)
 
 # The test vector published with the Standard Webhooks specification (and Svix's docs).
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -110,3 +121,69 @@ def test_a_rotated_out_secret_signs_for_24_hours_then_stops() -> None:
         "whsec_7",
         "whsec_6",
     ]
+
+
+# --- interop with the standard's own Python library, both ways, rotation included ----------
+
+INTEROP_BODIES = [
+    b"{}",
+    '{"id":"evt_1","type":"hosted_session.created","data":{"name":"Zoë","amount":14650}}'.encode(),
+    b'{"a": "x.y.z", "b": "v1,not a signature"}',
+]
+
+
+@pytest.mark.parametrize("body", INTEROP_BODIES)
+def test_the_standard_library_verifies_our_deliveries_during_a_rotation(body: bytes) -> None:
+    new, old, stranger = new_secret(), new_secret(), new_secret()
+    now = int(time.time())
+    headers = webhook_headers([new, old], "evt_interop", now, body)
+    # A receiver holding either live secret accepts the delivery; the parsed body is ours.
+    for secret in (new, old):
+        assert Webhook(secret).verify(body, headers) == json.loads(body)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(stranger).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(body + b" ", headers)
+
+
+@pytest.mark.parametrize("body", INTEROP_BODIES)
+def test_we_verify_what_the_standard_library_signs_during_a_rotation(body: bytes) -> None:
+    new, old, stranger = new_secret(), new_secret(), new_secret()
+    now = int(time.time())
+    at = datetime.fromtimestamp(now, tz=UTC)
+    # Their signatures, one per secret, in a rotation's header; byte for byte ours too.
+    theirs = " ".join(Webhook(s).sign("evt_interop", at, body.decode()) for s in (new, old))
+    assert theirs == signature_header([new, old], "evt_interop", now, body)
+    headers = {
+        "Webhook-Id": "evt_interop",
+        "Webhook-Timestamp": str(now),
+        "Webhook-Signature": theirs,
+    }
+    assert verify(new, headers, body, now_s=now)
+    assert verify(old, headers, body, now_s=now)
+    assert not verify(stranger, headers, body, now_s=now)
+    assert not verify(new, headers, body + b" ", now_s=now)
+    assert not verify(new, {**headers, "Webhook-Id": "evt_other"}, body, now_s=now)
+    # Outside the standard's 5 minutes either way: refused as a possible replay.
+    assert verify(new, headers, body, now_s=now + 300)
+    assert not verify(new, headers, body, now_s=now + 301)
+    assert not verify(new, headers, body, now_s=now - 301)
+
+
+def test_our_verify_refuses_what_the_standard_library_refuses() -> None:
+    secret = new_secret()
+    now = int(time.time())
+    good = webhook_headers([secret], "evt_1", now, b"{}")
+    cases = [
+        {k: v for k, v in good.items() if k != "webhook-signature"},
+        {k: v for k, v in good.items() if k != "webhook-id"},
+        {**good, "webhook-timestamp": "soon"},
+        {**good, "webhook-signature": "v2," + good["webhook-signature"].split(",", 1)[1]},
+        {**good, "webhook-timestamp": str(now - 3600)},
+    ]
+    for headers in cases:
+        assert not verify(secret, headers, b"{}", now_s=now)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(b"{}", headers)
+    assert verify(secret, good, b"{}", now_s=now)
+    Webhook(secret).verify(b"{}", good)

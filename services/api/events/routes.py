@@ -13,21 +13,26 @@ from services.api.errors import ErrorEnvelope
 from services.api.events.schemas import EventList
 from services.api.lifespan import core_of
 from services.api.middleware import bind_log_context
+from services.api.pagination import STARTING_AFTER_EVENTS
 from services.api.routing import get
 from shared.errors import ValidationFailed
 from shared.events.model import EVENT_TYPES
 
 AnyRequest = Request[Any, Any, Any]
 
-# A stream entry id (`<ms>-<seq>`): opaque to merchants, who only pass back `next_cursor`.
-CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+# The last event's id (`evt_…`, the convention of every list), or a stream entry id
+# (`<ms>-<seq>`, opaque: what `next_cursor` holds).
+CURSOR_PATTERN = r"^(evt_[0-9A-Za-z]{20}|[0-9]{1,20}-[0-9]{1,20})$"
 # Each half of a stream id is an unsigned 64-bit number: 20 digits can exceed it, and Redis
 # answers such an id with an error (which was a 500).
 _STREAM_ID_MAX = 2**64 - 1
 
 
 def stream_cursor(value: str) -> str:
-    """The cursor in its canonical form (no leading zeros); 400 when a half is out of range."""
+    """The cursor in its canonical form (an event id as it is; a stream id without leading
+    zeros); 400 when a half of a stream id is out of range."""
+    if value.startswith("evt_"):
+        return value
     ms, _, seq = value.partition("-")
     ms_n, seq_n = int(ms), int(seq)
     if ms_n > _STREAM_ID_MAX or seq_n > _STREAM_ID_MAX:
@@ -38,8 +43,8 @@ def stream_cursor(value: str) -> str:
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorEnvelope, description=text)
     for status, text in {
-        400: "validation_error: malformed or out-of-range cursor, unknown type, limit outside "
-        "1-100, or header",
+        400: "validation_error: malformed or out-of-range cursor, `starting_after` not an "
+        "event of this account still kept, unknown type, limit outside 1-100, or header",
         401: "validation_error: missing or invalid admin token",
         403: "insufficient_scope: the token may not act on this account",
         503: "network_error: the store is briefly unavailable (recoverable)",
@@ -59,9 +64,10 @@ class EventController(Controller):
         summary="List the account's events, newest first (replay)",
         description=(
             "Events kept in the stream (at least HS_EVENT_MIN_RETENTION_SECONDS) are listed "
-            "newest first; follow `next_cursor` with `starting_after` for older ones "
-            "(`0-0` is a valid position with nothing older: an empty page). With a "
-            "filter, a page may hold fewer than `limit` events and still have `has_more`. "
+            "newest first. Like every list: pass the last event's id as `starting_after` for "
+            "the next (older) page. `next_cursor` (a stream position) works too, and is the "
+            "way on when a filtered page ends with `has_more` but no event (a filter may "
+            "leave a page short of `limit`); `0-0` is a valid position with nothing older. "
             f"Types: {', '.join(EVENT_TYPES)}."
         ),
         responses=_ERRORS,
@@ -71,7 +77,12 @@ class EventController(Controller):
         request: AnyRequest,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
         starting_after: Annotated[
-            str | None, Parameter(max_length=41, pattern=CURSOR_PATTERN)
+            str | None,
+            Parameter(
+                max_length=41,
+                pattern=CURSOR_PATTERN,
+                description=STARTING_AFTER_EVENTS,
+            ),
         ] = None,
         event_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         session_id: Annotated[str | None, Parameter(max_length=64)] = None,

@@ -20,6 +20,7 @@ from services.api.openapi_errors import (
     IDEMPOTENCY_REUSED,
     error_responses,
 )
+from services.api.pagination import starting_after_of
 from services.api.routing import get, patch, post
 from services.api.sessions.schemas import (
     CreatedSession,
@@ -88,7 +89,9 @@ class SessionController(Controller):
         self,
         request: AnyRequest,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 10,
-        starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
+        starting_after: Annotated[
+            str | None, Parameter(max_length=64, description=starting_after_of("session"))
+        ] = None,
         status: Annotated[str | None, Parameter(max_length=16)] = None,
         customer_id: Annotated[str | None, Parameter(max_length=255)] = None,
     ) -> SessionList:

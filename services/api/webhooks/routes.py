@@ -20,6 +20,7 @@ from services.api.openapi_errors import (
     IDEMPOTENCY_REUSED,
     error_responses,
 )
+from services.api.pagination import starting_after_of
 from services.api.routing import delete, get, patch, post
 from services.api.webhooks.schemas import (
     CreateEndpointParams,
@@ -81,11 +82,24 @@ class WebhookController(Controller):
     @get(
         "/webhook-endpoints",
         summary="List the account's webhook endpoints, newest first",
-        responses=_errors(),
+        responses=_errors(
+            s400="validation_error: limit outside 1-100, starting_after not an endpoint of "
+            "this account, or a malformed header"
+        ),
     )
-    async def list_endpoints(self, request: AnyRequest) -> EndpointList:
-        data = await core_of(request).webhooks.list_endpoints(principal_of(request).account_uid)
-        return EndpointList(data=data)
+    async def list_endpoints(
+        self,
+        request: AnyRequest,
+        # An account has at most 16 endpoints: the default page holds them all.
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 16,
+        starting_after: Annotated[
+            str | None, Parameter(max_length=64, description=starting_after_of("endpoint"))
+        ] = None,
+    ) -> EndpointList:
+        page = await core_of(request).webhooks.endpoints_page(
+            principal_of(request).account_uid, limit=limit, starting_after=starting_after
+        )
+        return EndpointList(data=page.data, has_more=page.has_more)
 
     @get(
         "/webhook-endpoints/{endpoint_id:str}",
@@ -161,7 +175,9 @@ class WebhookController(Controller):
         request: AnyRequest,
         endpoint_id: EndpointId,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-        starting_after: Annotated[str | None, Parameter(max_length=64)] = None,
+        starting_after: Annotated[
+            str | None, Parameter(max_length=64, description=starting_after_of("delivery"))
+        ] = None,
     ) -> DeliveryList:
         bind_log_context(endpoint_id=endpoint_id)
         page = await core_of(request).webhooks.deliveries(

@@ -19,7 +19,8 @@
 --   expires_at, so its expiry schedule entry is left as it is), 6 that record's TTL s, then key
 --   positions: 7 session, 8 event stream, 9 expiry schedule, 10 old status index, 11 new
 --   status index, 12 customer index ('' = none), 13 the record to SET ('' = none), 14 the
---   account's event index stream, 15 the session's charge hold.
+--   account's event index stream, 15 the session's charge hold, 16 the account's event id
+--   hash; then 17 the event's id without its `evt_` prefix.
 -- Returns per change {'ok', new sequence, stream entry id} | {'exists', seq} |
 --   {'conflict', seq} | {'held', seq}
 
@@ -86,6 +87,8 @@ local function apply(m, record, event, member, idempotency)
   local entry = redis.call('XADD', key(8), '*', 'e', event)
   -- The account's index carries the same entry id, so GET /v1/events pages by stream id.
   redis.call('XADD', key(14), entry, 't', m[4])
+  -- Where the event sits, by its id: a page of GET /v1/events may end at `starting_after=evt_…`.
+  redis.call('HSET', key(16), m[17], entry)
   if idempotency and idempotency ~= '' then
     redis.call('SET', key(13), idempotency, 'EX', m[6])
   end
