@@ -230,7 +230,7 @@ def flush_log_lines() -> None:
         writer.flush()
 
 
-class _StdlibLines(logging.Handler):
+class StdlibLines(logging.Handler):
     """The stdlib's records (uvicorn, arq, redis, asyncio, httpx, warnings) as the lines our
     own code writes: the same renderer, context, redaction and stream, in the same order."""
 
@@ -288,8 +288,8 @@ def configure_logging(settings: Settings) -> None:
     )
     # Libraries log through the stdlib: the same lines on the same stream, at the same level.
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _StdlibLines)]:
+    for handler in [h for h in root.handlers if isinstance(h, StdlibLines)]:
         root.removeHandler(handler)
-    root.addHandler(_StdlibLines(writer, render))
+    root.addHandler(StdlibLines(writer, render))
     root.setLevel(level)
     logging.captureWarnings(True)  # `warnings.warn` of a library: a line too, not stderr text
