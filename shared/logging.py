@@ -55,7 +55,7 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 
 
 # "YYYY-MM-DDTHH:MM:SS" of the current second: structlog's TimeStamper builds a datetime and
-# formats it for every line (~3 % of a create's CPU); the text changes once a second.
+# formats it for every line (docs/performance.md); the text changes once a second.
 _second: list[Any] = [-1, ""]
 
 
@@ -150,7 +150,7 @@ class TurnWriter:
     """Writes the log lines of one event-loop turn with one write and flush.
 
     A server logs a line per request (a worker one per scored session): a write and a flush
-    each was a syscall per line, ~3 % of a config read's CPU. Lines logged while a loop runs
+    each would be a syscall per line (docs/performance.md). Lines logged while a loop runs
     are kept until the end of the turn (`call_soon`), so what reaches the file is the same
     lines in the same order, microseconds later; at most `MAX_LINES` wait, and whatever
     waits is written at exit. Outside a running loop a line is written at once (a library's
@@ -215,7 +215,7 @@ def info_line(logger_name: str, event: str, **fields: Any) -> None:
     """An info line of a hot path (the API's line per request, the scorer's per session): the
     line `structlog.get_logger(logger_name).info(event, ...)` writes (`_render_json`), without
     structlog's per-call steps (bound-logger dispatch, a copy of its context, the processor
-    loop): ~2 µs of the ~3.6 µs a line cost."""
+    loop), most of a line's cost (docs/performance.md)."""
     writer = _DIRECT[0]
     if writer is None:
         structlog.get_logger(logger_name).info(event, **fields)
