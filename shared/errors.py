@@ -1,7 +1,9 @@
 """The one error tree: each class declares its wire code, HTTP status and recoverability.
 
 The seed's list of codes is closed, so transport-level failures (401, 404, 413, …) reuse
-`validation_error` and the HTTP status tells them apart (DESIGN.md).
+`validation_error` and the HTTP status tells them apart (DESIGN.md). The code is a property
+of each class, not of its ancestry: those failures are not `ValidationFailed`, so a handler of
+rejected input (`except ValidationFailed`) never swallows a 401, 404 or 413.
 """
 
 from __future__ import annotations
@@ -58,23 +60,29 @@ class SemanticValidationFailed(ValidationFailed):
     status = 422
 
 
-class NotAuthenticated(ValidationFailed):
+class NotAuthenticated(ServiceError):
     """Raised when a credential is missing, malformed, expired or fails verification."""
 
+    code = "validation_error"
     status = 401
+    recoverable = False
 
 
-class NotFound(ValidationFailed):
+class NotFound(ServiceError):
     """Raised for an unknown resource, including another account's (never tells them apart)."""
 
+    code = "validation_error"
     status = 404
+    recoverable = False
     replayed = True
 
 
-class PayloadTooLarge(ValidationFailed):
+class PayloadTooLarge(ServiceError):
     """Raised when a request body exceeds the configured limit."""
 
+    code = "validation_error"
     status = 413
+    recoverable = False
 
 
 class UnsupportedMediaType(ValidationFailed):

@@ -47,9 +47,10 @@ _UNEVEN = bytes(range(4 * 62, 256))
 class _RandomPool:
     """Bytes from the OS CSPRNG, drawn 4 KB at a time and each handed out once.
 
-    A create makes three ids and a request id: one getrandom() syscall for each was ~4 % of
-    its CPU. The bytes are the kernel's own, only fetched ahead; none is ever handed out
-    twice (a lock for threads, and a forked child drops what its parent drew)."""
+    A create makes three ids and a request id: a getrandom() syscall for each would be four
+    syscalls a request (docs/performance.md). The bytes are the kernel's own, only fetched
+    ahead; none is ever handed out twice (a lock for threads, and a forked child drops what
+    its parent drew)."""
 
     _SIZE = 4096
 
@@ -104,7 +105,7 @@ def new_session_id(partition: int) -> str:
 
 def partition_of_session(session_id: str) -> int | None:
     """The partition a well-formed session id names, or None for anything malformed."""
-    # One regex in C (a per-character loop here was 3 % of a config read's CPU).
+    # One regex in C: a per-character Python loop is slow on every read (docs/performance.md).
     if not _SESSION_ID.fullmatch(session_id):
         return None
     part = BASE62.index(session_id[len(SESSION_PREFIX)])

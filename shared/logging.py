@@ -6,8 +6,9 @@ import asyncio
 import atexit
 import logging
 import sys
+import threading
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -41,14 +42,20 @@ _REDACTED_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in event.keys() & _REDACTED_KEYS:
-        event[key] = "[redacted]"
+def redact(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replace the value of every key in `_REDACTED_KEYS`: the one redaction of every line."""
+    if not _REDACTED_KEYS.isdisjoint(event):
+        for key in event.keys() & _REDACTED_KEYS:
+            event[key] = "[redacted]"
     return event
 
 
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return redact(event)
+
+
 # "YYYY-MM-DDTHH:MM:SS" of the current second: structlog's TimeStamper builds a datetime and
-# formats it for every line (~3 % of a create's CPU); the text changes once a second.
+# formats it for every line (docs/performance.md); the text changes once a second.
 _second: list[Any] = [-1, ""]
 
 
@@ -66,26 +73,52 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 # The log context of the running request, job or loop: one ContextVar holding a dict that
 # is never mutated, only replaced (asyncio tasks inherit it as they inherit any context
 # var). structlog's own contextvars keep a var per key and merge by walking the whole
-# context on every line (~4 % of a config read's CPU with its bind and clear calls).
+# context on every line (measured in docs/performance.md), so our hot paths bind here.
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("hs_log_context", default=_NO_CONTEXT)
+
+# What `structlog.contextvars.bind_contextvars` binds, as structlog documents it, is merged
+# too: structlog keeps one ContextVar per key ever bound in this registry (private, but
+# structlog is pinned exactly and tests/unit/test_log_lines.py breaks if it moves). Empty
+# (nobody bound through structlog) costs a line one truth test instead of a context walk.
+_STRUCTLOG_VARS: dict[str, ContextVar[Any]] = structlog.contextvars._CONTEXT_VARS
+_STRUCTLOG_PREFIX_LEN = structlog.contextvars.STRUCTLOG_KEY_PREFIX_LEN
 
 
 def bind_log_context(**values: Any) -> None:
     """Add fields to every log line of the current context (request, job or loop) from now."""
     _CONTEXT.set({**_CONTEXT.get(), **values})
+    if _STRUCTLOG_VARS:
+        # The last bind of a key wins, whichever way it was bound.
+        structlog.contextvars.unbind_contextvars(*values)
 
 
 def clear_log_context(**values: Any) -> None:
-    """Start a fresh log context (with these fields): at the start and end of each unit."""
+    """Start a fresh log context (with these fields): at the start and end of each unit.
+    Also clears what was bound through `structlog.contextvars`."""
     _CONTEXT.set(values)
+    if _STRUCTLOG_VARS:
+        for var in list(_STRUCTLOG_VARS.values()):
+            if var.get() is not Ellipsis:
+                var.set(Ellipsis)
 
 
-def _merge_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    # As structlog's merge_contextvars: a line's own fields win over the context's.
+def merge_log_context(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Add the context's fields to a line; its own fields win (as structlog's
+    merge_contextvars). Fields bound through structlog come first: a bind of ours drops the
+    same key from structlog's, so either order of binding ends with the last one."""
+    if _STRUCTLOG_VARS:
+        for name, var in list(_STRUCTLOG_VARS.items()):
+            value = var.get()
+            if value is not Ellipsis:
+                event.setdefault(name[_STRUCTLOG_PREFIX_LEN:], value)
     for key, value in _CONTEXT.get().items():
         event.setdefault(key, value)
     return event
+
+
+def _merge_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return merge_log_context(event)
 
 
 _format_exc_info = structlog.processors.format_exc_info
@@ -96,14 +129,11 @@ _LEVEL_NAMES = {"warn": "warning", "exception": "error"}
 def _render_json(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
     """The JSON line's whole chain in one processor: context, level, timestamp, redaction,
     exception text, encoding. The same line as the chain of `_PROCESSORS` + a JSONRenderer,
-    with one call per line instead of six (a line per request: ~2 µs of each)."""
-    for key, value in _CONTEXT.get().items():
-        event.setdefault(key, value)
+    with one call per line instead of six (docs/performance.md)."""
+    merge_log_context(event)
     event["level"] = _LEVEL_NAMES.get(method, method)
     _timestamp(logger, method, event)
-    if not _REDACTED_KEYS.isdisjoint(event):
-        for key in event.keys() & _REDACTED_KEYS:
-            event[key] = "[redacted]"
+    redact(event)
     if "exc_info" in event:
         event = _format_exc_info(logger, method, event)
     # msgspec instead of json.dumps; what it cannot encode is written as its repr, as
@@ -120,16 +150,19 @@ class TurnWriter:
     """Writes the log lines of one event-loop turn with one write and flush.
 
     A server logs a line per request (a worker one per scored session): a write and a flush
-    each was a syscall per line, ~3 % of a config read's CPU. Lines logged while a loop runs
+    each would be a syscall per line (docs/performance.md). Lines logged while a loop runs
     are kept until the end of the turn (`call_soon`), so what reaches the file is the same
     lines in the same order, microseconds later; at most `MAX_LINES` wait, and whatever
-    waits is written at exit. Outside a running loop a line is written at once."""
+    waits is written at exit. Outside a running loop a line is written at once (a library's
+    thread logs so too: a flush takes the lines under a lock, and a list append is atomic,
+    so no line is lost or written twice)."""
 
     MAX_LINES = 256
 
     def __init__(self, file: TextIO) -> None:
         self._file = file
         self._lines: list[str] = []
+        self._flushing = threading.Lock()
         atexit.register(self.flush)
 
     def write_line(self, line: str) -> None:
@@ -149,11 +182,15 @@ class TurnWriter:
 
     def flush(self) -> None:
         """Write what waits (tests call it before reading what was logged)."""
-        lines, self._lines = self._lines, []
-        if not lines or self._file.closed:
-            return
-        self._file.write("\n".join(lines) + "\n")
-        self._file.flush()
+        with self._flushing:
+            lines = self._lines
+            count = len(lines)
+            if not count or self._file.closed:
+                return
+            text = "\n".join(lines[:count]) + "\n"
+            del lines[:count]  # what another thread appended meanwhile stays for the next
+            self._file.write(text)
+            self._file.flush()
 
 
 class _LineLogger:
@@ -178,7 +215,7 @@ def info_line(logger_name: str, event: str, **fields: Any) -> None:
     """An info line of a hot path (the API's line per request, the scorer's per session): the
     line `structlog.get_logger(logger_name).info(event, ...)` writes (`_render_json`), without
     structlog's per-call steps (bound-logger dispatch, a copy of its context, the processor
-    loop): ~2 µs of the ~3.6 µs a line cost."""
+    loop), most of a line's cost (docs/performance.md)."""
     writer = _DIRECT[0]
     if writer is None:
         structlog.get_logger(logger_name).info(event, **fields)
@@ -191,6 +228,27 @@ def flush_log_lines() -> None:
     """Write every line still waiting for the end of its loop turn."""
     for writer in list(_WRITERS.values()):
         writer.flush()
+
+
+class StdlibLines(logging.Handler):
+    """The stdlib's records (uvicorn, arq, redis, asyncio, httpx, warnings) as the lines our
+    own code writes: the same renderer, context, redaction and stream, in the same order."""
+
+    def __init__(self, writer: TurnWriter, render: Callable[[str, dict[str, Any]], str]) -> None:
+        super().__init__()
+        self._writer = writer
+        self._render = render
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event: dict[str, Any] = {"event": record.getMessage(), "logger": record.name}
+            if record.exc_info:
+                event["exc_info"] = record.exc_info
+            if record.stack_info:
+                event["stack"] = record.stack_info
+            self._writer.write_line(self._render(record.levelname.lower(), event))
+        except Exception:  # the stdlib's contract: a handler reports its own failure
+            self.handleError(record)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -215,11 +273,23 @@ def configure_logging(settings: Settings) -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ]
     )
+
+    def render(method: str, event: dict[str, Any]) -> str:
+        line: Any = event
+        for processor in processors:
+            line = processor(None, method, line)
+        return str(line)
+
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: logger,
         cache_logger_on_first_use=True,
     )
-    # Libraries (arq, uvicorn) log through the stdlib: same stream, same level.
-    logging.basicConfig(stream=sys.stdout, level=level, format="%(name)s %(levelname)s %(message)s")
+    # Libraries log through the stdlib: the same lines on the same stream, at the same level.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, StdlibLines)]:
+        root.removeHandler(handler)
+    root.addHandler(StdlibLines(writer, render))
+    root.setLevel(level)
+    logging.captureWarnings(True)  # `warnings.warn` of a library: a line too, not stderr text

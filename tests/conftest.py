@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.devkeys import DevKeys, ensure_dev_keys, mint_admin_token
-from shared.logging import render_json_line
+from shared.logging import StdlibLines, render_json_line
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
 from tests import logscan
 from tests.support import ACCOUNT
@@ -112,6 +112,18 @@ def _logging_as_a_process() -> None:
         logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def _stdlib_logging_restored() -> Iterator[None]:
+    """A test that calls configure_logging gives the root logger a handler writing to that
+    test's captured stdout, and its level: both are undone after the test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in [h for h in root.handlers if isinstance(h, StdlibLines)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 # --- the log scan (tests/logscan.py): every log a test's child process wrote, and every

@@ -219,14 +219,14 @@ async def _main(settings: Settings, queues: Sequence[str]) -> None:
 
 def run_worker(settings: Settings, queues: Sequence[str]) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    # arq logs two unstructured INFO lines per job (start, end): ~4 % of a webhook worker's
-    # CPU at 500 deliveries/s, and what they say is in our metrics and structured lines.
+    # arq logs two unstructured INFO lines per job (start, end): a cost per job
+    # (docs/performance.md), and what they say is in our metrics and structured lines.
     # Its warnings and errors (expired jobs, exhausted retries) still come through.
     logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     # httpx logs an unstructured INFO line per request (each webhook attempt): our own
     # `webhook.attempt` line says the same with the delivery's ids; its warnings stay.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    # uvloop, like the API: measured ~19 % more webhook deliveries per worker process.
+    # uvloop, like the API: more webhook deliveries per worker process (docs/performance.md).
     uvloop.run(_main(settings, queues))
     return 0
 

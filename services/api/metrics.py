@@ -23,8 +23,9 @@ LATENCY = Histogram(
 
 
 # (method, route, status) -> its two children: `labels()` looks each up under a lock and
-# rebuilds the key every call (~2 % of a request's CPU). The label sets are few (routes are
-# templates, unrouted paths share one); the bound only guards against odd methods.
+# rebuilds the key every call, on every request (cost: docs/performance.md). The label
+# sets are few (routes are templates, unrouted paths share one); the bound only guards
+# against odd methods.
 _CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 _CHILDREN_MAX = 4096
 

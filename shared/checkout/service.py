@@ -14,7 +14,7 @@ import contextlib
 import copy
 import hashlib
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, assert_never
 
 import msgspec
 import structlog
@@ -63,7 +63,7 @@ from shared.payments.processor import (
     card_outcome,
 )
 from shared.ratelimit import CardTestingGuard
-from shared.sessions.model import PaymentInfo, SessionRecord, effective_status
+from shared.sessions.model import PaymentInfo, PaymentMethodType, SessionRecord, effective_status
 from shared.sessions.service import SessionService
 from shared.wallet.model import SavedMethod
 from shared.wallet.store import WalletStore
@@ -412,20 +412,30 @@ class CheckoutService:
         )
 
     async def _resolve(self, record: SessionRecord, method: PaymentMethodInput) -> ResolvedMethod:
-        if isinstance(method, CardInput):
-            return self.tokenize_card(method)
-        if isinstance(method, AchInput | ApplePayInput | PaypalInput):
-            kind = {AchInput: "ach", ApplePayInput: "apple_pay", PaypalInput: "paypal"}[
-                type(method)
-            ]
-            fp = hashlib.sha256(self._fingerprint_key + method.token.encode()).hexdigest()[:32]
-            token = (
-                method.token if method.token.startswith("tok_") else f"tok_{kind}_{method.token}"
-            )
-            return ResolvedMethod(type=kind, token=token, fingerprint=fp)  # type: ignore[arg-type]
-        assert isinstance(method, SavedInput)
+        match method:
+            case CardInput():
+                return self.tokenize_card(method)
+            case AchInput(token=token):
+                return self._token_method("ach", token)
+            case ApplePayInput(token=token):
+                return self._token_method("apple_pay", token)
+            case PaypalInput(token=token):
+                return self._token_method("paypal", token)
+            case SavedInput(id=method_id):
+                return await self._saved_method(record, method_id)
+            case _:
+                assert_never(method)
+
+    def _token_method(self, kind: PaymentMethodType, token: str) -> ResolvedMethod:
+        """A wallet or bank token: fingerprinted by the token (keyed), as the processor names it."""
+        fp = hashlib.sha256(self._fingerprint_key + token.encode()).hexdigest()[:32]
+        if not token.startswith("tok_"):
+            token = f"tok_{kind}_{token}"
+        return ResolvedMethod(type=kind, token=token, fingerprint=fp)
+
+    async def _saved_method(self, record: SessionRecord, method_id: str) -> ResolvedMethod:
         saved = (
-            await self._wallet.get(record.account_uid, record.customer_id, method.id)
+            await self._wallet.get(record.account_uid, record.customer_id, method_id)
             if record.customer_id
             else None
         )

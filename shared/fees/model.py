@@ -43,7 +43,7 @@ class MethodFee(msgspec.Struct, frozen=True, kw_only=True):
 
 class FeeSchedule(msgspec.Struct, frozen=True, kw_only=True):
     """An account's fees per payment method; every default is no fee, so an account that
-    configured nothing confirms without quotes exactly as before fees existed."""
+    configured nothing confirms without quotes, charging the amount of the session."""
 
     card: MethodFee = MethodFee()
     ach: MethodFee = MethodFee()

@@ -16,7 +16,8 @@ from shared.ids import PARTITIONS, partition_of_account
 def seg(value: str) -> str:
     """A caller-supplied value as one key segment: `%`, `:` and braces are escaped, so no
     account, customer or idempotency key can reach into another's keys or hash tag."""
-    # Four substring tests in C: a generator over the four characters was ~1 % of a create.
+    # Four substring tests in C: every key of a request escapes its segments (a generator
+    # over the four characters costs more: docs/performance.md).
     if "%" not in value and ":" not in value and "{" not in value and "}" not in value:
         return value
     return value.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
@@ -41,7 +42,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         # Built once: every key of a request starts with one of these (an f-string per key
-        # was ~2 % of a confirm's CPU).
+        # would format the same text again on every command; docs/performance.md).
         self._tags = [f"{prefix}:{{p{partition:02d}}}" for partition in range(PARTITIONS)]
 
     def tag(self, partition: int) -> str:

@@ -56,8 +56,8 @@ class _Protocol(asyncio.Protocol):
     """Feeds replies to the waiting futures in order; fails them all when the link drops or
     one waits past its deadline.
 
-    One watchdog timer per connection instead of a timeout per command (asyncio.timeout per
-    command cost ~15 % of a confirm's CPU, py-spy). Replies come in order, so one hung reply
+    One watchdog timer per connection instead of a timeout per command (an asyncio.timeout
+    per command is costly: docs/performance.md). Replies come in order, so one hung reply
     holds every caller behind it: when any waiter is past its deadline the connection is
     dropped, every waiter fails (RedisTimeoutError: the API's 503), and the next command
     connects afresh. Its replies, should the server answer late, go nowhere."""
@@ -304,7 +304,7 @@ class MultiplexedScript:
 
 class _RoutedScript(AsyncScript):
     """redis-py's script object, except that a direct call (no pipeline given) goes through
-    the multiplexed connection; inside a pipeline it is queued there as before."""
+    the multiplexed connection; inside a pipeline it is queued as redis-py queues it."""
 
     def __init__(self, registered_client: Redis, script: str, mux: MultiplexedRedis) -> None:
         super().__init__(registered_client, script)

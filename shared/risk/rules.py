@@ -183,8 +183,8 @@ def canonical_phone(phone: str) -> str:
     return ascii_digits_in(phone)
 
 
-# A pure function of the text, and the stdlib's parser is pure Python (~3 µs a call, 2 % of
-# a scored session): an address scored once is usually scored again soon.
+# A pure function of the text, and the stdlib's parser is pure Python (its cost:
+# docs/performance.md): an address scored once is usually scored again soon.
 @functools.lru_cache(maxsize=16_384)
 def canonical_ip(ip: str) -> str:
     """IPv4 as is; IPv6 by its /64, which one subscriber usually holds whole (rotating inside

@@ -205,7 +205,7 @@ def line_items_total(items: tuple[LineItem, ...] | list[LineItem]) -> int:
 
 
 # "YYYY-MM-DDTHH:MM:SS" per whole second: a view formats several timestamps of the same few
-# seconds, and datetime's formatting was 2-3 % of a config read. Cleared when it grows.
+# seconds, and datetime's formatting is slow (docs/performance.md). Cleared when it grows.
 _SECOND_TEXT: dict[int, str] = {}
 _SECOND_TEXT_MAX = 8192
 

@@ -216,7 +216,7 @@ class SessionService:
         # Nothing to enqueue: the fraud workers score it from its `created` event (written in
         # the same step), and the expiry loop finds it in the expiry schedule. No log line of
         # its own: the request's canonical line names the session (a second line per create
-        # was ~7 % of its CPU), and the event is the lasting record.
+        # would repeat it at a cost, docs/performance.md), and the event is the lasting record.
         return response
 
     # --- browser credential ---------------------------------------------------------------

@@ -5,6 +5,7 @@ redacted keys, an exception's traceback as text."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ from shared.logging import (
 def _fresh_context() -> Iterator[None]:
     yield
     clear_log_context()
+    structlog.contextvars.clear_contextvars()
 
 
 def _start() -> Any:
@@ -107,3 +109,71 @@ def test_request_lines_follow_the_level_and_format(capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     assert "request" in text
     assert "a@example.com" not in text
+
+
+def test_fields_bound_through_structlog_reach_every_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """structlog's documented way to bind (`structlog.contextvars`) and ours are one context:
+    both reach structlog's lines and the direct request line; the last bind of a key wins."""
+    log = _start()
+    clear_log_context(request_id="req_1", session_id="cs_ours")
+    structlog.contextvars.bind_contextvars(tenant="t_1", session_id="cs_structlog")
+    log.info("one")
+    info_line("t", "request", status=200)
+    bind_log_context(session_id="cs_ours_again")
+    log.info("two")
+    structlog.contextvars.unbind_contextvars("tenant")
+    log.info("three")
+    one, request, two, three = _read(capsys)
+    for line in (one, request):
+        assert line["request_id"] == "req_1"
+        assert line["tenant"] == "t_1"
+        assert line["session_id"] == "cs_structlog"
+    assert two["tenant"] == "t_1"
+    assert two["session_id"] == "cs_ours_again"
+    assert "tenant" not in three
+
+
+def test_a_fresh_context_drops_what_was_bound_through_structlog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = _start()
+    structlog.contextvars.bind_contextvars(tenant="t_1", email="a@example.com")
+    log.info("bound")
+    clear_log_context(request_id="req_2")
+    log.info("fresh")
+    bound, fresh = _read(capsys)
+    assert bound["tenant"] == "t_1"
+    assert bound["email"] == "[redacted]"  # redacted wherever it was bound
+    assert fresh == {
+        "event": "fresh",
+        "request_id": "req_2",
+        "level": "info",
+        "timestamp": fresh["timestamp"],
+    }
+
+
+def test_stdlib_logging_comes_out_as_the_same_json_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Libraries that log through the stdlib (uvicorn, arq, redis, asyncio) write the lines
+    our own code writes: the context, the level, a traceback as text, redaction."""
+    _start()
+    clear_log_context(request_id="req_3")
+    library = logging.getLogger("some.library")
+    library.info("connected to %s:%d", "127.0.0.1", 6379)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        library.exception("failed")
+    logging.getLogger("some.library").debug("details")
+    connected, failed, details = _read(capsys)
+    assert connected["event"] == "connected to 127.0.0.1:6379"
+    assert connected["logger"] == "some.library"
+    assert connected["level"] == "info"
+    assert connected["request_id"] == "req_3"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", connected["timestamp"])
+    assert failed["level"] == "error"
+    assert "ValueError: boom" in failed["exception"]
+    assert details["level"] == "debug"

@@ -7,6 +7,7 @@ import asyncio
 import io
 import subprocess
 import sys
+import threading
 
 from shared.logging import TurnWriter
 
@@ -64,3 +65,27 @@ def test_lines_still_waiting_are_written_at_exit() -> None:
         [sys.executable, "-c", script], capture_output=True, check=True, timeout=60
     )
     assert done.stdout.decode().splitlines() == ["last words"]
+
+
+async def test_lines_from_another_thread_are_neither_lost_nor_written_twice() -> None:
+    """A library may log from its own thread (the stdlib handler writes through the same
+    writer): outside a loop its lines are written at once, beside the loop's waiting ones."""
+    file = io.StringIO()
+    writer = TurnWriter(file)
+
+    def from_a_thread() -> None:
+        for n in range(3000):
+            writer.write_line(f"thread {n}")
+
+    thread = threading.Thread(target=from_a_thread)
+    thread.start()
+    for n in range(3000):
+        writer.write_line(f"loop {n}")
+        if n % 20 == 0:
+            await asyncio.sleep(0)
+    thread.join()
+    writer.flush()
+    lines = file.getvalue().splitlines()
+    expected = [f"thread {n}" for n in range(3000)] + [f"loop {n}" for n in range(3000)]
+    assert sorted(lines) == sorted(expected)
+    assert [line for line in lines if line.startswith("loop")] == expected[3000:]  # in order
