@@ -33,7 +33,6 @@ from shared.events.stored import (
     decode_stored_event,
     read_stored_event,
     stored_event_json,
-    type_code,
 )
 from shared.ids import partition_of_account, partition_of_session
 from shared.leases import PartitionLeases
@@ -438,10 +437,11 @@ class AccountEvents:
         *,
         limit: int,
         starting_after: str | None = None,
-        event_type: str | None = None,
+        kind: type[Event] | None = None,
         session_id: str | None = None,
     ) -> EventPage:
-        """Up to `limit` events older than `starting_after` (a stream entry id)."""
+        """Up to `limit` events older than `starting_after` (a stream entry id), of one type
+        (`kind`) or every type."""
         partition = partition_of_account(account_uid)
         if session_id is not None and partition_of_session(session_id) != partition:
             # Not one of this account's sessions (or malformed): nothing to scan.
@@ -451,10 +451,10 @@ class AccountEvents:
             return EventPage(events=[], has_more=False, next_cursor=None)
         index = self._keys.account_events(partition, account_uid)
         stream = self._keys.events(partition)
-        wanted_type = type_code(event_type).encode() if event_type is not None else None
+        wanted_type = kind.code.encode() if kind is not None else None
         # Unfiltered, every index entry is (nearly always) a hit: read just one more than a
         # page to learn has_more. Filtered, read more per round trip.
-        chunk = limit + 1 if event_type is None and session_id is None else 100
+        chunk = limit + 1 if kind is None and session_id is None else 100
         upper = f"({starting_after}" if starting_after else "+"
         found: list[tuple[str, Event]] = []
         scanned = 0

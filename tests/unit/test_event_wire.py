@@ -5,19 +5,23 @@ entries written by earlier code, which must still decode for as long as streams 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, TypedDict
 
 import msgspec
+import mypy.api
 import pytest
 
 from shared.events.model import (
+    EVENT_CLASSES,
     EVENT_DECODER,
     EVENT_ENCODER,
     EVENT_TYPES,
     ChallengeFailedData,
     ChallengeRequiredData,
     Event,
+    EventBase,
     ExpiredData,
     PaymentError,
     PaymentFailedData,
@@ -33,6 +37,8 @@ from shared.events.model import (
     SessionRiskScored,
     SessionUpdated,
     UpdatedData,
+    by_name,
+    event_name,
 )
 from shared.events.stored import (
     TYPE_CODES,
@@ -215,3 +221,91 @@ def test_the_index_codes_are_pinned() -> None:
         "hosted_session.challenge_failed": "9",
     }
     assert type_code("hosted_session.future_type") == "hosted_session.future_type"
+
+
+def test_of_builds_the_envelope_from_the_changed_record() -> None:
+    record = SessionRecord(
+        id="cs_0AbCdEfGhIjKlMnO",
+        account_uid="acct_wire_1",
+        amount=1500,
+        currency="USD",
+        success_url="https://shop.example.com/ok",
+        cancel_url="https://shop.example.com/cancel",
+        created_at_ms=NOW,
+        updated_at_ms=NOW,
+        expires_at_ms=NOW + 1_800_000,
+        sequence=7,
+    )
+    data = ExpiredData(object=to_view(record, NOW, BASE), reason="time")
+    first = SessionExpiredEvent.of(record, NOW + 5, data)
+    second = SessionExpiredEvent.of(record, NOW + 5, data)
+    assert first.type == "hosted_session.expired"
+    assert (first.account_uid, first.session_id, first.sequence, first.data) == (
+        "acct_wire_1",
+        "cs_0AbCdEfGhIjKlMnO",
+        7,
+        data,
+    )
+    assert first.created_at == "2026-11-25T15:47:39.352Z"
+    assert first.id.startswith("evt_")
+    assert len(first.id) == 24
+    assert first.id != second.id
+
+
+def test_a_type_is_known_by_its_class_where_it_is_read() -> None:
+    for pinned, cls in zip(PINNED, EVENT_CLASSES.values(), strict=True):
+        head, _ = read_stored_event(bytes.fromhex(pinned["stored_hex"]))
+        assert head.kind is cls
+        assert event_name(cls) == pinned["type"]
+    # A type a newer writer added: routed as unknown (nothing to do), not refused.
+    newer = EVENT_ENCODER.encode(
+        {"type": "hosted_session.refunded", **_head(9), "data": {"amount": 1}}
+    )
+    head, _ = read_stored_event(pack_event(newer))
+    assert (head.type, head.kind) == ("hosted_session.refunded", None)
+
+
+def test_every_type_needs_a_code_and_a_data_type_of_its_own() -> None:
+    class Coded(EventBase[SessionData], frozen=True, kw_only=True, tag="test.coded"):
+        code = "1"
+        data: SessionData
+
+    class SameCode(EventBase[SessionData], frozen=True, kw_only=True, tag="test.same"):
+        code = "1"
+        data: SessionData
+
+    class Inherited(Coded, frozen=True, kw_only=True, tag="test.inherited"):
+        pass  # the parent's code is not its own
+
+    class Untyped(EventBase[SessionData], frozen=True, kw_only=True, tag="test.untyped"):
+        code = "2"  # no `data: SessionData`: the OpenAPI document would show any object
+
+    assert by_name([Coded]) == {"test.coded": Coded}
+    for classes in ([Coded, SameCode], [Coded, Inherited]):
+        with pytest.raises(TypeError, match="code` of its own"):
+            by_name(classes)
+    with pytest.raises(TypeError, match="its own `data"):
+        by_name([Untyped])
+
+
+def test_mypy_refuses_an_event_built_with_another_types_data() -> None:
+    # What the typed constructors are for: the old `Type(**self._event(..., data=...))` took
+    # any data. Of these two builds, only the second (line 7) is wrong.
+    snippet = (
+        "from shared.events.model import SessionCreated, SessionData, UpdatedData\n"
+        "from shared.sessions.model import SessionRecord, SessionView\n"
+        "def right(record: SessionRecord, view: SessionView) -> SessionCreated:\n"
+        "    return SessionCreated.of(record, 0, SessionData(object=view))\n"
+        "def wrong(record: SessionRecord, view: SessionView) -> SessionCreated:\n"
+        "    return SessionCreated.of(\n"
+        "        record, 0, UpdatedData(object=view, previous_attributes={})\n"
+        "    )\n"
+    )
+    # No config file (the project's names packages) and no cache (lint's stays as it is).
+    args = ["--config-file", "", "--strict", "--no-error-summary", "--cache-dir", os.devnull]
+    out, err, status = mypy.api.run([*args, "-c", snippet])
+    assert (status, err) == (1, "")
+    assert out.splitlines() == [
+        '<string>:7: error: Argument 3 to "of" of "EventBase" has incompatible type '
+        '"UpdatedData"; expected "SessionData"  [arg-type]'
+    ]
