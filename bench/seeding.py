@@ -32,6 +32,13 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from shared.config import Settings
+from shared.events.model import (
+    SessionCreated,
+    SessionExpiredEvent,
+    SessionRiskScored,
+    SessionUpdated,
+    event_name,
+)
 from shared.events.stream import StreamTail
 from shared.logging import configure_logging
 from shared.redis.client import create_redis
@@ -41,10 +48,11 @@ from shared.wiring import wire_core
 from tests.processes import child_env
 from tests.support import seed_body
 
-CREATED = "hosted_session.created"
-UPDATED = "hosted_session.updated"
-EXPIRED = "hosted_session.expired"
-RISK_SCORED = "hosted_session.risk_scored"
+# The bench reads only event heads (`Envelope`): it compares their names, taken from the classes.
+CREATED = event_name(SessionCreated)
+UPDATED = event_name(SessionUpdated)
+EXPIRED = event_name(SessionExpiredEvent)
+RISK_SCORED = event_name(SessionRiskScored)
 
 
 def fresh_settings(redis_url: str) -> Settings:

@@ -34,7 +34,6 @@ from workers.metrics import FRAUD_BATCH, FRAUD_LAG, FRAUD_SESSIONS
 log = structlog.get_logger(__name__)
 
 CONSUMER_GROUP = "risk-scorer"
-_CREATED = str(SessionCreated.__struct_config__.tag)
 # Entries per partition per read: a full read (16 partitions) is scored in about a second,
 # well within CLAIM_IDLE_MS.
 BATCH = 200
@@ -112,7 +111,7 @@ async def score_messages(app: WorkerContext, messages: list[StreamMessage]) -> l
     done: list[StreamMessage] = []
     batches: dict[str, list[StreamMessage]] = {}
     for message in messages:
-        if message.head.type == _CREATED:
+        if message.head.kind is SessionCreated:
             batches.setdefault(message.stream, []).append(message)
         else:
             done.append(message)

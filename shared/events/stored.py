@@ -11,17 +11,22 @@ Consumers that only route events (the fraud scorer, the webhook dispatcher) read
 head (`EventHead`: type, ids, sequence) and keep the JSON as it is: msgspec skips the `data`
 object without building it, and a webhook's body is that JSON itself.
 
-Field `t` of an account's index entry is the event type's short code (`TYPE_CODES`), which
-a listpack keeps as a one-byte integer instead of the 22-30 byte name.
+Field `t` of an account's index entry is the event type's short code (`TYPE_CODES`, from each
+class's `code` in model.py), which a listpack keeps as a one-byte integer instead of the 22-30
+byte name.
+
+A new event type needs nothing here: its events compress against the envelope fragments the
+frozen dictionary already holds (a dictionary tuned to it would be a new codec and marker).
 """
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 
 import msgspec
 
-from shared.events.model import EVENT_DECODER, Event
+from shared.events.model import EVENT_CLASSES, EVENT_DECODER, Event
 from shared.redis.compact import PresetCodec
 
 # Frozen: stored events are read with it for as long as they are kept (docs in compact.py).
@@ -67,18 +72,8 @@ _EVENT_DICTIONARY_V1 = (
 
 EVENT_CODEC = PresetCodec(0x11, _EVENT_DICTIONARY_V1, deflate_marker=0x01)
 
-# Append-only: a stored index entry keeps its code for as long as it is kept.
-TYPE_CODES: Mapping[str, str] = {
-    "hosted_session.created": "1",
-    "hosted_session.updated": "2",
-    "hosted_session.expired": "3",
-    "hosted_session.risk_scored": "4",
-    "hosted_session.completed": "5",
-    "hosted_session.payment_failed": "6",
-    "hosted_session.challenge_required": "7",
-    "hosted_session.challenge_succeeded": "8",
-    "hosted_session.challenge_failed": "9",
-}
+# Each type's `code` (declared with its class in shared/events/model.py) by name.
+TYPE_CODES: Mapping[str, str] = {name: cls.code for name, cls in EVENT_CLASSES.items()}
 
 
 def type_code(event_type: str) -> str:
@@ -112,6 +107,12 @@ class EventHead(msgspec.Struct, frozen=True, kw_only=True):
     account_uid: str
     session_id: str
     sequence: int
+
+    @property
+    def kind(self) -> builtins.type[Event] | None:  # `type` is the field here
+        """The event's class: what a consumer dispatches on (None for a type this code does
+        not know, which a newer writer may have added)."""
+        return EVENT_CLASSES.get(self.type)
 
 
 _HEAD_DECODER = msgspec.json.Decoder(EventHead)

@@ -35,7 +35,6 @@ from shared.events.stored import (
     decode_stored_event,
     read_stored_event,
     stored_event_json,
-    type_code,
 )
 from shared.ids import partition_of_account, partition_of_session
 from shared.leases import PartitionLeases
@@ -440,12 +439,13 @@ class AccountEvents:
         *,
         limit: int,
         starting_after: str | None = None,
-        event_type: str | None = None,
+        kind: type[Event] | None = None,
         session_id: str | None = None,
     ) -> EventPage:
-        """Up to `limit` events older than `starting_after`: an event id of this account
-        (`evt_…`) or a stream entry id (`next_cursor`). ValidationFailed for an event id the
-        account does not have (another account's, unknown, or trimmed away)."""
+        """Up to `limit` events older than `starting_after`, of one type (`kind`) or every
+        type: `starting_after` is an event id of this account (`evt_…`) or a stream entry id
+        (`next_cursor`). ValidationFailed for an event id the account does not have (another
+        account's, unknown, or trimmed away)."""
         partition = partition_of_account(account_uid)
         if starting_after is not None and starting_after.startswith(EVENT_ID_PREFIX):
             # The account's own hash: another account's event id is simply not in it.
@@ -466,10 +466,10 @@ class AccountEvents:
             return EventPage(events=[], has_more=False, next_cursor=None)
         index = self._keys.account_events(partition, account_uid)
         stream = self._keys.events(partition)
-        wanted_type = type_code(event_type).encode() if event_type is not None else None
+        wanted_type = kind.code.encode() if kind is not None else None
         # Unfiltered, every index entry is (nearly always) a hit: read just one more than a
         # page to learn has_more. Filtered, read more per round trip.
-        chunk = limit + 1 if event_type is None and session_id is None else 100
+        chunk = limit + 1 if kind is None and session_id is None else 100
         upper = f"({starting_after}" if starting_after else "+"
         found: list[tuple[str, Event]] = []
         scanned = 0

@@ -45,7 +45,6 @@ from shared.idempotency.service import ReplayWrite
 from shared.ids import (
     SECRET_MARKER,
     new_client_secret,
-    new_event_id,
     new_session_id,
     partition_of_account,
     partition_of_session,
@@ -133,16 +132,6 @@ class SessionService:
     def view(self, record: SessionRecord) -> SessionView:
         return to_view(record, self._clock.now_ms(), self._base_url)
 
-    def _event(self, record: SessionRecord, now_ms: int, **kwargs: Any) -> dict[str, Any]:
-        return {
-            "id": new_event_id(),
-            "created_at": iso_ms(now_ms),
-            "account_uid": record.account_uid,
-            "session_id": record.id,
-            "sequence": record.sequence,
-            **kwargs,
-        }
-
     # --- create -----------------------------------------------------------------------
 
     async def create(
@@ -181,7 +170,7 @@ class SessionService:
             expires_at_ms=now + params.expires_in_seconds * 1000,
         )
         view = to_view(record, now, self._base_url)
-        event = SessionCreated(**self._event(record, now, data=SessionData(object=view)))
+        event = SessionCreated.of(record, now, SessionData(object=view))
         response = CreatedSession(
             session_id=session_id,
             client_secret=secret,
@@ -309,12 +298,8 @@ class SessionService:
             if not previous:
                 return to_view(record, now, self._base_url)
             view = to_view(changed, now, self._base_url)
-            event = SessionUpdated(
-                **self._event(
-                    changed,
-                    now,
-                    data=UpdatedData(object=view, previous_attributes=previous),
-                )
+            event = SessionUpdated.of(
+                changed, now, UpdatedData(object=view, previous_attributes=previous)
             )
             outcome = await self._store.write(
                 SessionWrite(
@@ -401,9 +386,7 @@ class SessionService:
             sequence=record.sequence + 1,
         )
         view = to_view(changed, now, self._base_url)
-        event = SessionExpiredEvent(
-            **self._event(changed, now, data=ExpiredData(object=view, reason=why))
-        )
+        event = SessionExpiredEvent.of(changed, now, ExpiredData(object=view, reason=why))
         return SessionWrite(
             record=changed,
             previous_status="open",
@@ -494,7 +477,7 @@ class SessionService:
                 sequence=record.sequence + 1,
             )
             view = to_view(changed, now, self._base_url)
-            event = SessionCompleted(**self._event(changed, now, data=SessionData(object=view)))
+            event = SessionCompleted.of(changed, now, SessionData(object=view))
             if await self._write_outcome(record, changed, event, release_hold=True, memo=memo):
                 return changed
         raise InternalError("session changed concurrently too often; retry")
@@ -515,14 +498,10 @@ class SessionService:
                 sequence=record.sequence + 1,
             )
             view = to_view(changed, now, self._base_url)
-            event = SessionPaymentFailed(
-                **self._event(
-                    changed,
-                    now,
-                    data=PaymentFailedData(
-                        object=view, error=PaymentError(code=code, message=message)
-                    ),
-                )
+            event = SessionPaymentFailed.of(
+                changed,
+                now,
+                PaymentFailedData(object=view, error=PaymentError(code=code, message=message)),
             )
             if await self._write_outcome(record, changed, event, release_hold=True):
                 return changed
@@ -641,7 +620,7 @@ class SessionService:
             ),
             status=effective_status(changed, now),
         )
-        event = SessionRiskScored(**self._event(changed, now, data=data))
+        event = SessionRiskScored.of(changed, now, data)
         return SessionWrite(
             record=changed,
             previous_status=record.status,
@@ -660,18 +639,16 @@ class SessionService:
         """A new code's hash on the session with its `challenge_required` event."""
         now = after.updated_at_ms
         view = to_view(after, now, self._base_url)
-        event = SessionChallengeRequired(
-            **self._event(
-                after,
-                now,
-                data=ChallengeRequiredData(
-                    object=view,
-                    expires_at=iso_ms(after.challenge_expires_at_ms or now),
-                    sends=after.challenge_sends,
-                    resends_left=resends_left,
-                    attempts_left=attempts_left,
-                ),
-            )
+        event = SessionChallengeRequired.of(
+            after,
+            now,
+            ChallengeRequiredData(
+                object=view,
+                expires_at=iso_ms(after.challenge_expires_at_ms or now),
+                sends=after.challenge_sends,
+                resends_left=resends_left,
+                attempts_left=attempts_left,
+            ),
         )
         return await self._write_challenge(before, after, event)
 
@@ -681,7 +658,7 @@ class SessionService:
         """`challenge_passed` set (the code used up) with its `challenge_succeeded` event."""
         now = after.updated_at_ms
         view = to_view(after, now, self._base_url)
-        event = SessionChallengeSucceeded(**self._event(after, now, data=SessionData(object=view)))
+        event = SessionChallengeSucceeded.of(after, now, SessionData(object=view))
         return await self._write_challenge(before, after, event)
 
     async def record_challenge_failed(
@@ -696,14 +673,12 @@ class SessionService:
         """A wrong or expired code counted (or the lock) with its `challenge_failed` event."""
         now = after.updated_at_ms
         view = to_view(after, now, self._base_url)
-        event = SessionChallengeFailed(
-            **self._event(
-                after,
-                now,
-                data=ChallengeFailedData(
-                    object=view, reason=reason, attempts_left=attempts_left, locked=locked
-                ),
-            )
+        event = SessionChallengeFailed.of(
+            after,
+            now,
+            ChallengeFailedData(
+                object=view, reason=reason, attempts_left=attempts_left, locked=locked
+            ),
         )
         return await self._write_challenge(before, after, event)
 

@@ -16,7 +16,7 @@ from services.api.middleware import bind_log_context
 from services.api.pagination import STARTING_AFTER_EVENTS
 from services.api.routing import get
 from shared.errors import ValidationFailed
-from shared.events.model import EVENT_TYPES
+from shared.events.model import EVENT_CLASSES, EVENT_TYPES
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -87,7 +87,8 @@ class EventController(Controller):
         event_type: Annotated[str | None, QueryParameter(name="type", max_length=64)] = None,
         session_id: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> EventList:
-        if event_type is not None and event_type not in EVENT_TYPES:
+        kind = None if event_type is None else EVENT_CLASSES.get(event_type)
+        if event_type is not None and kind is None:
             raise ValidationFailed(f"type: must be one of {', '.join(EVENT_TYPES)}")
         if session_id is not None:
             bind_log_context(session_id=session_id)
@@ -95,7 +96,7 @@ class EventController(Controller):
             principal_of(request).account_uid,
             limit=limit,
             starting_after=None if starting_after is None else stream_cursor(starting_after),
-            event_type=event_type,
+            kind=kind,
             session_id=session_id,
         )
         return EventList(data=page.events, has_more=page.has_more, next_cursor=page.next_cursor)
