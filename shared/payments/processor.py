@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared.errors import ErrorCode
 from shared.ids import random_base62
+from shared.redis.scripts import load_script
 
 MethodKind = Literal["card", "ach", "apple_pay", "paypal"]
 Outcome = Literal[
@@ -114,19 +115,6 @@ _OUTCOMES_LONGEST_FIRST: tuple[Outcome, ...] = (
 )
 
 
-# The simulator's charge, one step as a processor's API call is one request: the ledger's
-# first outcome for the key if there is one, else this one recorded (and, for a charge made,
-# its id appended to the list tests count double charges with).
-# The simulator's keys carry no partition tag: a dev/test seam on the one server.
-# KEYS: 1 ledger entry, 2 charges list. ARGV: 1 outcome (msgpack), 2 charge id ('' = none),
-# 3 ledger TTL s. Returns {1, this outcome} when recorded, {0, the first} when the key had one.
-_CHARGE = """
-local first = redis.call('GET', KEYS[1])
-if first then return {0, first} end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
-return {1, ARGV[1]}
-"""
 _LEDGER_TTL_SECONDS = 7 * 86_400
 
 
@@ -149,7 +137,7 @@ class SimulatedProcessor:
         # late, after it is recorded: the window where the processor has charged and the
         # session does not know yet (tests/faults kill the API in it).
         self._answer_delay = answer_delay_seconds
-        self._charge = redis.register_script(_CHARGE)
+        self._charge = load_script(redis, "simulator_charge")
 
     def _ledger_key(self, idempotency_key: str) -> str:
         return f"{self._prefix}:sim:charge:{idempotency_key}"

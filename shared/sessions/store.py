@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from importlib import resources
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, NamedTuple, get_args
 
 import msgspec
 from redis.asyncio import Redis
@@ -27,6 +26,7 @@ from shared.events.stored import pack_event, type_code
 from shared.ids import BASE62, partition_of_session
 from shared.redis.compact import PresetCodec, msgpack_names
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 from shared.sessions.model import SessionRecord, SessionStatus
 
 _RECORD_ENCODER = msgspec.msgpack.Encoder()
@@ -179,6 +179,50 @@ def _outcome(result: list[Any]) -> WriteOutcome:
     )
 
 
+class WriteMeta(NamedTuple):
+    """The `meta` argument of one change of a write_session.lua call: these fields in this
+    order, joined by `;` (`encode`). The script reads them by position through its
+    `local M_<FIELD> = <position>` lines, which tests/unit/test_lua_contracts.py checks
+    against this class: the one definition of the boundary. A `*_key` field is the key's
+    position in the call's KEYS ('' = none)."""
+
+    expected_sequence: int  # 0: a create
+    new_sequence: int
+    expires_at_ms: int | str  # '' = not open
+    event_type_code: str  # shared/events/stored.py type_code
+    flags: str  # letters of WriteFlag
+    memo_ttl_s: int  # the TTL of the record SET with the change (memo_key)
+    session_key: int
+    stream_key: int  # the partition's event stream
+    schedule_key: int  # the partition's expiry schedule
+    old_status_key: int  # the status index the session leaves
+    new_status_key: int  # the status index it is in after the change
+    customer_key: int | str  # the customer index a create joins ('' = none)
+    memo_key: int | str  # the record SET with the change ('' = none)
+    account_events_key: int  # the account's event index stream
+    hold_key: int  # the session's charge hold
+
+    def encode(self) -> str:
+        return _META_TEMPLATE % self
+
+
+_META_TEMPLATE = ";".join(["%s"] * len(WriteMeta._fields))
+
+
+class WriteFlag:
+    """The letters of `WriteMeta.flags`; the script's `local FLAG_<NAME> = '<letter>'`."""
+
+    # A create: the record argument is the whole stored value, and an idempotency record
+    # argument follows.
+    CREATE: Final = "x"
+    # The held charge's own outcome: drops the hold instead of being refused by it.
+    RELEASE_HOLD: Final = "r"
+    # A record to SET (memo_key, memo_ttl_s) follows, written only if the change applies.
+    MEMO: Final = "m"
+    # The session stays open with the same expires_at: its schedule entry is left as it is.
+    KEEPS_SCHEDULE: Final = "k"
+
+
 class _ScriptCall:
     """KEYS and ARGV of one write_session.lua call: each key once, referred to by position
     (a batch of one partition's changes shares its stream, schedule and indexes), so the
@@ -201,8 +245,7 @@ class SessionStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_text()
-        self._write_script = redis.register_script(source)
+        self._write_script = load_script(redis, "write_session")
         # The keys every change names, built once per partition / account (a change names
         # nine keys; building them was a tenth of its arguments' cost).
         self._events = keys.all_event_streams()
@@ -300,28 +343,36 @@ class SessionStore:
         # m: a record to SET with a change that is not a create (a create carries its own).
         memo = not create and bool(change.idempotency_key)
         flags = (
-            ("r" if change.release_hold else "")
-            + ("x" if create else "")
-            + ("m" * memo)
-            + ("k" if change.keeps_schedule and not create and new_status == "open" else "")
+            (WriteFlag.RELEASE_HOLD if change.release_hold else "")
+            + (WriteFlag.CREATE if create else "")
+            + (WriteFlag.MEMO if memo else "")
+            + (
+                WriteFlag.KEEPS_SCHEDULE
+                if change.keeps_schedule and not create and new_status == "open"
+                else ""
+            )
         )
         customer: int | str = ""
         if create and record.customer_id:
             customer = key(k.customer_index(partition, account, record.customer_id))
         by_account = self._account_keys(partition, account)
-        meta = (
-            f"{0 if create else record.sequence - 1};{record.sequence};"
-            f"{record.expires_at_ms if new_status == 'open' else ''};"
-            f"{type_code(change.event_type)};{flags};{change.idempotency_ttl};"
-            f"{key(k.session(partition, record.id))};{key(self._events[partition])};"
-            f"{key(self._schedules[partition])};"
-            f"{key(by_account[old_status])};"
-            f"{key(by_account[new_status])};"
-            f"{customer};"
-            f"{key(change.idempotency_key) if change.idempotency_key else ''};"
-            f"{key(by_account[''])};"
-            f"{key(k.charge_hold(partition, record.id))}"
-        )
+        meta = WriteMeta(
+            expected_sequence=0 if create else record.sequence - 1,
+            new_sequence=record.sequence,
+            expires_at_ms=record.expires_at_ms if new_status == "open" else "",
+            event_type_code=type_code(change.event_type),
+            flags=flags,
+            memo_ttl_s=change.idempotency_ttl,
+            session_key=key(k.session(partition, record.id)),
+            stream_key=key(self._events[partition]),
+            schedule_key=key(self._schedules[partition]),
+            old_status_key=key(by_account[old_status]),
+            new_status_key=key(by_account[new_status]),
+            customer_key=customer,
+            memo_key=key(change.idempotency_key) if change.idempotency_key else "",
+            account_events_key=key(by_account[""]),
+            hold_key=key(k.charge_hold(partition, record.id)),
+        ).encode()
         if create:
             # The whole stored value (module docstring). The record as it is: the fraud scorer
             # rewrites it (compressed, with its risk) within a moment, so compressing it here
