@@ -23,8 +23,9 @@ from shared.fees.service import FeeService
 from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
-from shared.jobs import deserialize_job, serialize_job
 from shared.payments.processor import SimulatedProcessor
+from shared.payments.store import SimulatorLedger
+from shared.redis.jobs import deserialize_job, serialize_job
 from shared.redis.keys import Keys
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore
@@ -99,8 +100,7 @@ def build_domain(settings: Settings, redis: Redis, clock: Clock) -> Domain:
         CheckoutStore(redis, keys),
         wallet,
         SimulatedProcessor(
-            redis,
-            settings.key_prefix,
+            SimulatorLedger(redis, keys),
             answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
         ),
         confirm_risk,

@@ -20,9 +20,9 @@ from shared.config import Settings
 from shared.events.stream import AccountEvents
 from shared.fees.service import FeeService
 from shared.idempotency.service import IdempotencyService
-from shared.jobs import JobQueue
-from shared.ratelimit import RequestLimits, build_rate_limits
 from shared.redis.client import create_redis
+from shared.redis.jobs import JobQueue
+from shared.redis.ratelimit import RequestLimits, build_rate_limits
 from shared.sessions.service import SessionService
 from shared.wallet.store import WalletStore
 from shared.webhooks.service import WebhookService

@@ -5,7 +5,7 @@ writes are in `write_session.lua`, trimming in `trim.py`).
 
 How a group stays ordered per session with several consumers (docs/architecture.md):
 a session's events all go to its account's partition stream, and each partition of a group
-is leased to one consumer at a time (`shared.leases`, role `events:<group>`, TTL
+is leased to one consumer at a time (`shared.redis.leases`, role `events:<group>`, TTL
 `claim_idle_ms`, renewed by a read once a quarter of the TTL (at most a second) has passed
 since the last renewal). A consumer reads only its partitions, in stream
 order, and does not read new entries of a partition while the group still has pending
@@ -36,8 +36,8 @@ from shared.events.stored import (
     type_code,
 )
 from shared.ids import partition_of_account, partition_of_session
-from shared.leases import PartitionLeases
 from shared.redis.keys import Keys, seg
+from shared.redis.leases import PartitionLeases
 from shared.redis.scripts import load_script
 
 log = structlog.get_logger(__name__)

@@ -128,6 +128,19 @@ class Keys:
         """arq's queue name (a ZSET arq owns); one per kind of work so ops scale each."""
         return f"{self.prefix}:queue:{queue}"
 
+    def arq_health_check(self, queue: str) -> str:
+        """STRING arq's worker of `queue` refreshes with its counters (arq owns it)."""
+        return f"{self.arq_queue(queue)}:health-check"
+
+    def simulator_charge(self, idempotency_key: str) -> str:
+        """STRING (msgpack `ChargeOutcome`) with a TTL: the payment simulator's first outcome
+        for an idempotency key. No partition tag: a dev/test seam on the one server."""
+        return f"{self.prefix}:sim:charge:{idempotency_key}"
+
+    def simulator_charges(self) -> str:
+        """LIST of the charge ids the payment simulator made (tests count double charges)."""
+        return f"{self.prefix}:sim:charges"
+
     def account_settings(self, account_uid: str) -> str:
         """STRING (msgpack `AccountSettings`): the account's settings; absent = all defaults."""
         return f"{self.tag(partition_of_account(account_uid))}:acct:{seg(account_uid)}:settings"

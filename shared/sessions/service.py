@@ -59,10 +59,8 @@ from shared.sessions.model import (
     SessionRecord,
     SessionStatus,
     SessionView,
-    decode_fraud_signals,
     effective_status,
     embed_url,
-    encode_fraud_signals,
     hosted_url,
     iso_ms,
     to_view,
@@ -74,6 +72,8 @@ from shared.sessions.store import (
     StoredMemo,
     StoredSession,
     WriteOutcome,
+    decode_fraud_signals,
+    encode_fraud_signals,
     index_member,
 )
 

@@ -24,8 +24,8 @@ from shared.config import Settings
 from shared.events.stored import decode_stored_event
 from shared.idempotency.service import Claim, ReplayWrite, request_fingerprint
 from shared.ids import partition_of_account
-from shared.jobs import JobQueue
 from shared.redis.client import create_redis
+from shared.redis.jobs import JobQueue
 from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams
 from shared.webhooks.model import CreateEndpointParams, new_delivery
