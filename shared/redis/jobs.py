@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job as arq_serialize_job
 from redis.asyncio import Redis
 
@@ -77,7 +76,7 @@ class JobQueue:
             serializer=serialize_job,
         )
         queued = await self._enqueue_once(
-            keys=[job_key_prefix + job_id, result_key_prefix + job_id, self._queue],
+            keys=[self._keys.arq_job(job_id), self._keys.arq_result(job_id), self._queue],
             args=[payload, expires_ms, job_id, due_ms],
         )
         return bool(queued)
