@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import shutil
 import subprocess
-from importlib import resources
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from bench.seeding import delete_prefix
 from shared.clock import SystemClock
 from shared.config import Settings
 from shared.logging import configure_logging
+from shared.redis.scripts import lua_source
 from shared.sessions.params import CreateSessionParams
 from shared.wiring import wire_core
 from tests.support import seed_body
@@ -64,7 +64,7 @@ async def capture_create(settings: Settings) -> tuple[str, list[str], list[str],
         created = await sessions.create("acct_ceiling", params)
     finally:
         await redis.aclose()
-    source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_bytes()
+    source = lua_source("write_session").encode()
     write_sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()
     calls = [c for c in redis.evalshas if str(c[0]) == write_sha] or sorted(
         redis.evalshas, key=lambda c: int(str(c[1]))

@@ -22,7 +22,7 @@ from types import FrameType
 import msgspec
 
 from shared.config import Settings
-from shared.jobs import QUEUES
+from shared.redis.jobs import QUEUES
 
 KNOWN_QUEUES = QUEUES
 DEFAULT_QUEUES = ",".join(KNOWN_QUEUES)

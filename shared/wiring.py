@@ -28,11 +28,11 @@ from shared.fees.service import FeeService
 from shared.fees.store import FeeQuoteStore
 from shared.idempotency.service import IdempotencyService
 from shared.idempotency.store import IdempotencyStore
-from shared.jobs import JobQueue, deserialize_job, serialize_job
 from shared.payments.factory import build_processor
-from shared.ratelimit import build_card_testing
 from shared.redis.client import create_redis
+from shared.redis.jobs import JobQueue, deserialize_job, serialize_job
 from shared.redis.keys import Keys
+from shared.redis.ratelimit import build_card_testing
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore
 from shared.sessions.service import SessionService

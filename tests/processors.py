@@ -7,12 +7,17 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.payments.processor import SimulatedProcessor
+from shared.payments.store import SimulatorLedger
+from shared.redis.keys import Keys
 
 
 def sandbox_adapter(settings: Settings) -> SimulatedProcessor:
     """Stands for a provider's adapter: the simulator's ledger, chosen by dotted path (so
     production, which refuses `simulator`, accepts it). Tests only: it takes no money."""
-    return SimulatedProcessor(Redis.from_url(settings.redis_url), f"{settings.key_prefix}:sandbox")
+    ledger = SimulatorLedger(
+        Redis.from_url(settings.redis_url), Keys(f"{settings.key_prefix}:sandbox")
+    )
+    return SimulatedProcessor(ledger)
 
 
 def not_a_processor(settings: Settings) -> object:

@@ -14,8 +14,8 @@ import time
 
 import structlog
 
-from shared.jobs import EXPIRY_QUEUE
-from shared.leases import PartitionLeases
+from shared.redis.jobs import EXPIRY_QUEUE
+from shared.redis.leases import PartitionLeases
 from workers.context import QueueSpec, WorkerContext
 from workers.events import trim_loop
 from workers.metrics import EXPIRY_LAG, EXPIRY_PARTITIONS

@@ -25,8 +25,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events.model import SessionCreated
 from shared.events.stream import EventConsumer, StreamMessage
-from shared.jobs import FRAUD_QUEUE
 from shared.logging import clear_log_context, info_line
+from shared.redis.jobs import FRAUD_QUEUE
 from shared.risk.service import ScoreOutcome
 from workers.context import Loop, QueueSpec, WorkerContext
 from workers.metrics import FRAUD_BATCH, FRAUD_LAG, FRAUD_SESSIONS

@@ -22,7 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.clock import SystemClock
 from shared.config import Settings
-from shared.jobs import deserialize_job, serialize_job
+from shared.redis.health import WorkerHealth
+from shared.redis.jobs import deserialize_job, serialize_job
 from shared.redis.keys import Keys
 from shared.wiring import build_core, data_client, queue_client
 from workers import expiry, fraud, webhooks
@@ -38,9 +39,10 @@ LOOP_STOP_GRACE_SECONDS = 5
 ARQ_RESTART_DELAY_SECONDS = 1.0
 
 
-def health_key(settings: Settings, queue: str, host: str | None = None) -> str:
-    """Refreshed every few seconds by each worker process of this host serving `queue`."""
-    return Keys(settings.key_prefix).worker_health(host or socket.gethostname(), queue)
+def worker_health(settings: Settings, redis: Redis) -> WorkerHealth:
+    """This host's health keys, refreshed every few seconds by each worker process serving
+    a queue."""
+    return WorkerHealth(redis, Keys(settings.key_prefix))
 
 
 def build_context(settings: Settings, queues: Sequence[str] = ()) -> WorkerContext:
@@ -83,7 +85,7 @@ def build_workers(
                 job_timeout=spec.job_timeout,
                 keep_result=60,
                 health_check_interval=HEALTH_INTERVAL_SECONDS,
-                health_check_key=f"{app.core.keys.arq_queue(queue)}:health-check",
+                health_check_key=app.core.keys.arq_health_check(queue),
                 ctx={"app": app},
                 job_completion_wait=spec.job_timeout,
                 log_results=False,
@@ -124,16 +126,12 @@ def _instrumented(queue: str, task: Function) -> Function:
 
 async def _report_health(app: WorkerContext, queues: Sequence[str]) -> None:
     """Health key per host and queue, plus the queue depth gauge, every few seconds."""
-    host = socket.gethostname()
+    health = worker_health(app.core.settings, app.core.redis)
     payload = msgspec.json.encode({"worker_id": app.worker_id, "queues": list(queues)})
     while True:
         try:
-            pipe = app.core.redis.pipeline(transaction=False)
-            for queue in queues:
-                pipe.set(health_key(app.core.settings, queue, host), payload, ex=HEALTH_TTL_SECONDS)
-                pipe.zcard(app.core.keys.arq_queue(queue))
-            replies = await pipe.execute()
-            for queue, depth in zip(queues, replies[1::2], strict=True):
+            depths = await health.report(queues, payload, HEALTH_TTL_SECONDS)
+            for queue, depth in zip(queues, depths, strict=True):
                 QUEUE_DEPTH.labels(queue).set(depth)
         except asyncio.CancelledError:
             raise
@@ -206,7 +204,7 @@ async def _stop_loops(loops: Sequence[asyncio.Task[None]]) -> None:
 
 async def _clear_health(app: WorkerContext, queues: Sequence[str]) -> None:
     # Only this host's keys; another process of the same host re-sets them within seconds.
-    await app.core.redis.delete(*(health_key(app.core.settings, q) for q in queues))
+    await worker_health(app.core.settings, app.core.redis).clear(queues)
 
 
 async def _main(settings: Settings, queues: Sequence[str]) -> None:
@@ -234,7 +232,7 @@ def run_worker(settings: Settings, queues: Sequence[str]) -> int:
 async def _check(settings: Settings, queues: Sequence[str]) -> int:
     redis: Redis = data_client(settings, "hosted-sessions-check")
     try:
-        missing = [q for q in queues if not await redis.exists(health_key(settings, q))]
+        missing = await worker_health(settings, redis).missing(queues)
     finally:
         await redis.aclose(close_connection_pool=True)
     for queue in missing:

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events.stream import EventConsumer
-from shared.jobs import TASK_DELIVER_WEBHOOK, WEBHOOK_QUEUE
+from shared.redis.jobs import TASK_DELIVER_WEBHOOK, WEBHOOK_QUEUE
 from shared.webhooks.delivery import DeliveryRunner, EndpointBusy, WebhookSender
 from shared.webhooks.model import parse_retry_schedule
 from shared.webhooks.service import WebhookDispatcher

@@ -45,7 +45,7 @@ from services.api.middleware import bind_log_context
 from shared.config import Settings
 from shared.errors import OriginNotAllowed, RateLimited, ServiceError, StoreUnavailable
 from shared.ids import partition_of_session
-from shared.ratelimit import Bucket
+from shared.redis.ratelimit import Bucket
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from litestar.types import Scope
 from services.api.auth.admin import AdminAuthenticator, JWKSCache
 from shared.clock import Clock
 from shared.config import Settings
-from shared.ratelimit import RequestLimits, build_request_limits
+from shared.redis.ratelimit import RequestLimits, build_request_limits
 from shared.wiring import Core, build_core
 
 

@@ -5,22 +5,14 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from shared.redis.keys import Keys
-
-# Compare-and-set: write only if the stored document is still the one the caller read ("" for
-# none), so two concurrent PATCHes of different fields cannot undo each other.
-_CAS = """
-local current = redis.call('GET', KEYS[1]) or ''
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
+from shared.redis.scripts import load_script
 
 
 class AccountStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._cas = redis.register_script(_CAS)
+        self._cas = load_script(redis, "accounts_replace")
 
     async def get(self, account_uid: str) -> bytes | None:
         """The stored settings document, or None when the account never set any."""

@@ -62,7 +62,7 @@ from shared.payments.processor import (
     ProcessorTimeout,
     card_outcome,
 )
-from shared.ratelimit import CardTestingGuard
+from shared.redis.ratelimit import CardTestingGuard
 from shared.sessions.model import PaymentInfo, PaymentMethodType, SessionRecord, effective_status
 from shared.sessions.service import SessionService
 from shared.wallet.model import SavedMethod

@@ -11,32 +11,11 @@ from shared.accounts.model import AccountSettings, decode_settings
 from shared.checkout.model import ChargeHold
 from shared.ids import partition_of_account, partition_of_session
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 from shared.sessions.store import StoredMemo
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ChargeHold)
-
-# KEYS: session, hold, duplicate guard. ARGV: expected sequence, hold, session id, now ms,
-# duplicate window ms. Holds only the version we read (the session string starts with
-# `<seq>;`, shared/sessions/store.py), and only if no other session paid the same (customer,
-# method, amount) within the window (the guard's value is `<session id>@<paid at ms>`; the
-# service's clock decides, the key's TTL only cleans up).
-_ACQUIRE = """
-local head = redis.call('GETRANGE', KEYS[1], 0, 19)
-if tonumber(string.match(head, '^(%d+);') or '0') ~= tonumber(ARGV[1]) then
-  return 'conflict'
-end
-local memo = redis.call('GET', KEYS[3])
-if memo then
-  local payer, paid_at = string.match(memo, '^(.*)@(%d*)$')
-  if payer and payer ~= ARGV[3]
-     and tonumber(ARGV[4]) - (tonumber(paid_at) or 0) < tonumber(ARGV[5]) then
-    return 'duplicate'
-  end
-end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX') then return 'ok' end
-return 'held'
-"""
 
 Acquired = Literal["ok", "held", "conflict", "duplicate"]
 
@@ -45,7 +24,7 @@ class CheckoutStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._acquire = redis.register_script(_ACQUIRE)
+        self._acquire = load_script(redis, "checkout_acquire_hold")
 
     def _hold_key(self, session_id: str) -> str:
         partition = partition_of_session(session_id)

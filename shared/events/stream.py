@@ -5,7 +5,7 @@ writes are in `write_session.lua`, trimming in `trim.py`).
 
 How a group stays ordered per session with several consumers (docs/architecture.md):
 a session's events all go to its account's partition stream, and each partition of a group
-is leased to one consumer at a time (`shared.leases`, role `events:<group>`, TTL
+is leased to one consumer at a time (`shared.redis.leases`, role `events:<group>`, TTL
 `claim_idle_ms`, renewed by a read once a quarter of the TTL (at most a second) has passed
 since the last renewal). A consumer reads only its partitions, in stream
 order, and does not read new entries of a partition while the group still has pending
@@ -37,41 +37,11 @@ from shared.events.stored import (
     stored_event_json,
 )
 from shared.ids import partition_of_account, partition_of_session
-from shared.leases import PartitionLeases
 from shared.redis.keys import Keys, seg
+from shared.redis.leases import PartitionLeases
+from shared.redis.scripts import load_script
 
 log = structlog.get_logger(__name__)
-
-# Redelivery of one partition's pending entries, atomically with dead-lettering (all keys
-# share the partition's {pNN} tag).
-# KEYS: 1 partition stream, 2 the group's dead-letter stream of that partition
-# ARGV: 1 group, 2 consumer, 3 min idle ms, 4 count, 5 max deliveries
-# Returns {entries still pending in the group on this stream, {{id, fields, deliveries}...}}
-_REDELIVER = """
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0',
-                           'COUNT', ARGV[4])
-local max = tonumber(ARGV[5])
-local out = {}
-for _, entry in ipairs(claimed[2]) do
-  local id, fields = entry[1], entry[2]
-  -- Redis 6.2 answers a trimmed-away entry with nil fields (7.x drops it from the PEL).
-  if fields then
-    local info = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-    local deliveries = info[1] and info[1][4] or 1
-    if deliveries > max then
-      local dead = {'id', id, 'deliveries', tostring(deliveries), 'reason', 'max_deliveries'}
-      for i = 1, #fields do dead[#dead + 1] = fields[i] end
-      redis.call('XADD', KEYS[2], '*', unpack(dead))
-      redis.call('XACK', KEYS[1], ARGV[1], id)
-    else
-      out[#out + 1] = {id, fields, deliveries}
-    end
-  else
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-  end
-end
-return {redis.call('XPENDING', KEYS[1], ARGV[1])[1], out}
-"""
 
 
 class StreamMessage:
@@ -151,7 +121,7 @@ class EventConsumer:
         self._leases = PartitionLeases(
             redis, keys, f"events:{seg(group)}", consumer, ttl_ms=claim_idle_ms
         )
-        self._redeliver_script = redis.register_script(_REDELIVER)
+        self._redeliver_script = load_script(redis, "events_redeliver")
         self._groups_ready = False
         self._held: set[int] = set()
         # Held partitions where the group may have pending entries (just taken over, or

@@ -5,23 +5,15 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 
 
 class IdempotencyStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        # Compare-and-delete / compare-and-set against our own pending record: a request
-        # whose lock lapsed (slower than the lock) must not drop or overwrite the record of
-        # the request that took the key after it, nor an answer already stored.
-        self._release = redis.register_script(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
-            " return 0"
-        )
-        self._put = redis.register_script(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then"
-            " return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end return 0"
-        )
+        self._release = load_script(redis, "idempotency_release")
+        self._put = load_script(redis, "idempotency_put")
 
     def key(self, partition: int, account_uid: str, idem_key: str) -> str:
         return self._keys.idempotency(partition, account_uid, idem_key)

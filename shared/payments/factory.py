@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.payments.processor import Processor, SimulatedProcessor
+from shared.payments.store import SimulatorLedger
+from shared.redis.keys import Keys
 
 SIMULATOR = "simulator"
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
@@ -90,8 +92,7 @@ def build_processor(settings: Settings, redis: Redis) -> Processor:
     """The processor HS_PROCESSOR chooses (the simulator keeps its ledger in `redis`)."""
     if uses_simulator(settings):
         return SimulatedProcessor(
-            redis,
-            settings.key_prefix,
+            SimulatorLedger(redis, Keys(settings.key_prefix)),
             answer_delay_seconds=settings.payment_simulator_answer_delay_seconds,
         )
     factory = load_factory(settings.processor)

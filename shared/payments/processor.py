@@ -10,10 +10,10 @@ import asyncio
 from typing import Literal, Protocol
 
 import msgspec
-from redis.asyncio import Redis
 
 from shared.errors import ErrorCode
 from shared.ids import random_base62
+from shared.payments.store import SimulatorLedger
 
 MethodKind = Literal["card", "ach", "apple_pay", "paypal"]
 Outcome = Literal[
@@ -114,49 +114,27 @@ _OUTCOMES_LONGEST_FIRST: tuple[Outcome, ...] = (
 )
 
 
-# The simulator's charge, one step as a processor's API call is one request: the ledger's
-# first outcome for the key if there is one, else this one recorded (and, for a charge made,
-# its id appended to the list tests count double charges with).
-# The simulator's keys carry no partition tag: a dev/test seam on the one server.
-# KEYS: 1 ledger entry, 2 charges list. ARGV: 1 outcome (msgpack), 2 charge id ('' = none),
-# 3 ledger TTL s. Returns {1, this outcome} when recorded, {0, the first} when the key had one.
-_CHARGE = """
-local first = redis.call('GET', KEYS[1])
-if first then return {0, first} end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-if ARGV[2] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[2]) end
-return {1, ARGV[1]}
-"""
-_LEDGER_TTL_SECONDS = 7 * 86_400
-
-
 class SimulatedProcessor:
     """Keeps its ledger in Redis (as a real processor keeps its own), so a repeated key finds
     the first outcome even across our crashes and replicas."""
 
     def __init__(
         self,
-        redis: Redis,
-        prefix: str,
+        ledger: SimulatorLedger,
         *,
         slow_seconds: float = SLOW_SECONDS,
         answer_delay_seconds: float = 0.0,
     ) -> None:
-        self._redis = redis
-        self._prefix = prefix
+        self._ledger = ledger
         self._slow = slow_seconds
         # Test seam (HS_PAYMENT_SIMULATOR_ANSWER_DELAY_SECONDS): a new charge is answered this
         # late, after it is recorded: the window where the processor has charged and the
         # session does not know yet (tests/faults kill the API in it).
         self._answer_delay = answer_delay_seconds
-        self._charge = redis.register_script(_CHARGE)
-
-    def _ledger_key(self, idempotency_key: str) -> str:
-        return f"{self._prefix}:sim:charge:{idempotency_key}"
 
     def charges_key(self) -> str:
         """LIST of charge ids actually made (tests count double charges with it)."""
-        return f"{self._prefix}:sim:charges"
+        return self._ledger.charges_key()
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         outcome = outcome_of_token(request.token)
@@ -173,11 +151,10 @@ class SimulatedProcessor:
             result = ChargeOutcome(status="succeeded", charge_id="ch_" + random_base62(20))
         # A key seen before answers its first outcome (two concurrent first calls with one
         # key: one outcome wins, one charge is made).
-        recorded, stands = await self._charge(
-            keys=[self._ledger_key(request.idempotency_key), self.charges_key()],
-            args=[msgspec.msgpack.encode(result), result.charge_id or "", _LEDGER_TTL_SECONDS],
+        stands = await self._ledger.record(
+            request.idempotency_key, msgspec.msgpack.encode(result), result.charge_id or ""
         )
-        if not recorded:
+        if stands is not None:
             return _LEDGER.decode(stands)
         if self._answer_delay:
             await asyncio.sleep(self._answer_delay)
@@ -187,5 +164,5 @@ class SimulatedProcessor:
         return result
 
     async def retrieve(self, idempotency_key: str) -> ChargeOutcome | None:
-        raw = await self._redis.get(self._ledger_key(idempotency_key))
+        raw = await self._ledger.first(idempotency_key)
         return None if raw is None else _LEDGER.decode(raw)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from arq.constants import job_key_prefix, result_key_prefix
+
 from shared.ids import PARTITIONS, partition_of_account
 
 
@@ -134,6 +136,30 @@ class Keys:
     def arq_queue(self, queue: str) -> str:
         """arq's queue name (a ZSET arq owns); one per kind of work so ops scale each."""
         return f"{self.prefix}:queue:{queue}"
+
+    @staticmethod
+    def arq_job(job_id: str) -> str:
+        """STRING arq owns: a queued job's payload (arq's own, unprefixed key space; our job
+        ids start with the prefix, `shared.redis.jobs.webhook_job_id`)."""
+        return job_key_prefix + job_id
+
+    @staticmethod
+    def arq_result(job_id: str) -> str:
+        """STRING arq owns: a finished job's result (kept `keep_result` seconds)."""
+        return result_key_prefix + job_id
+
+    def arq_health_check(self, queue: str) -> str:
+        """STRING arq's worker of `queue` refreshes with its counters (arq owns it)."""
+        return f"{self.arq_queue(queue)}:health-check"
+
+    def simulator_charge(self, idempotency_key: str) -> str:
+        """STRING (msgpack `ChargeOutcome`) with a TTL: the payment simulator's first outcome
+        for an idempotency key. No partition tag: a dev/test seam on the one server."""
+        return f"{self.prefix}:sim:charge:{idempotency_key}"
+
+    def simulator_charges(self) -> str:
+        """LIST of the charge ids the payment simulator made (tests count double charges)."""
+        return f"{self.prefix}:sim:charges"
 
     def account_settings(self, account_uid: str) -> str:
         """STRING (msgpack `AccountSettings`): the account's settings; absent = all defaults."""

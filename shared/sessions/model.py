@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-
-from shared.redis.compact import PresetCodec
 
 SessionStatus = Literal["open", "complete", "expired"]
 PaymentStatus = Literal["unpaid", "paid"]
@@ -73,7 +71,7 @@ class Branding(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class FraudSignals(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """PII: stored encrypted, never returned, never logged. Stored by position
-    (`encode_fraud_signals`): new fields go last, existing ones never move."""
+    (`shared.sessions.store.encode_fraud_signals`): new fields go last, existing ones never move."""
 
     ip_address: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
@@ -83,39 +81,6 @@ class FraudSignals(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     request_timestamp: Annotated[int, msgspec.Meta(ge=0)] | None = None
     is_authorized: bool | None = None
     is_admin: bool | None = None
-
-
-_SIGNALS_ENCODER = msgspec.msgpack.Encoder()
-_SIGNALS_DECODER = msgspec.msgpack.Decoder(list[Any])
-# Frozen (shared/redis/compact.py): user agents are most of the signals' bytes, and mostly
-# these fragments.
-_SIGNALS_CODEC = PresetCodec(
-    0x13,
-    b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/ Edg/ OPR/ SamsungBrowser/"
-    b" (iPad; CPU OS 17_0 like Mac OS X) (Linux; Android 14; K) Mobile Safari/537.36"
-    b" (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
-    b" Version/17.0 Mobile/15E148 Safari/604.1"
-    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
-    b" Chrome/120.0.0.0 Safari/537.36"
-    b"@yahoo.com@hotmail.com@outlook.com@icloud.com@gmail.com+1"
-    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
-    b" Chrome/124.0.0.0 Safari/537.36",
-    deflate_marker=0x03,
-)
-
-
-def encode_fraud_signals(signals: FraudSignals) -> bytes:
-    """The plaintext that is stored encrypted: a msgpack array of the values in field order
-    (the field names would be half its bytes), compressed where that pays."""
-    return _SIGNALS_CODEC.pack(_SIGNALS_ENCODER.encode(msgspec.structs.astuple(signals)))
-
-
-def decode_fraud_signals(plain: bytes) -> FraudSignals:
-    """Inverse of `encode_fraud_signals`; a shorter array (written before fields were
-    added) leaves the newer fields at their defaults."""
-    values = _SIGNALS_DECODER.decode(_SIGNALS_CODEC.unpack(plain))
-    named = dict(zip(FraudSignals.__struct_fields__, values, strict=False))
-    return msgspec.convert(named, FraudSignals)
 
 
 RiskLevel = Literal["normal", "elevated", "highest"]

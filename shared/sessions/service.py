@@ -58,10 +58,8 @@ from shared.sessions.model import (
     SessionRecord,
     SessionStatus,
     SessionView,
-    decode_fraud_signals,
     effective_status,
     embed_url,
-    encode_fraud_signals,
     hosted_url,
     iso_ms,
     to_view,
@@ -73,6 +71,8 @@ from shared.sessions.store import (
     StoredMemo,
     StoredSession,
     WriteOutcome,
+    decode_fraud_signals,
+    encode_fraud_signals,
     index_member,
 )
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from importlib import resources
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, NamedTuple, get_args
 
 import msgspec
 from redis.asyncio import Redis
@@ -27,7 +26,8 @@ from shared.events.stored import EVENT_ID_PREFIX, event_id_of, pack_event, type_
 from shared.ids import BASE62, partition_of_session
 from shared.redis.compact import PresetCodec, msgpack_names
 from shared.redis.keys import Keys
-from shared.sessions.model import SessionRecord, SessionStatus
+from shared.redis.scripts import load_script
+from shared.sessions.model import FraudSignals, SessionRecord, SessionStatus
 
 _RECORD_ENCODER = msgspec.msgpack.Encoder()
 _RECORD_DECODER = msgspec.msgpack.Decoder(SessionRecord)
@@ -125,6 +125,39 @@ def decode_record(doc: bytes) -> SessionRecord:
     return _RECORD_DECODER.decode(_RECORD_CODEC.unpack(doc))
 
 
+_SIGNALS_ENCODER = msgspec.msgpack.Encoder()
+_SIGNALS_DECODER = msgspec.msgpack.Decoder(list[Any])
+# Frozen (shared/redis/compact.py): user agents are most of the signals' bytes, and mostly
+# these fragments.
+_SIGNALS_CODEC = PresetCodec(
+    0x13,
+    b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/ Edg/ OPR/ SamsungBrowser/"
+    b" (iPad; CPU OS 17_0 like Mac OS X) (Linux; Android 14; K) Mobile Safari/537.36"
+    b" (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+    b" Version/17.0 Mobile/15E148 Safari/604.1"
+    b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
+    b" Chrome/120.0.0.0 Safari/537.36"
+    b"@yahoo.com@hotmail.com@outlook.com@icloud.com@gmail.com+1"
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    b" Chrome/124.0.0.0 Safari/537.36",
+    deflate_marker=0x03,
+)
+
+
+def encode_fraud_signals(signals: FraudSignals) -> bytes:
+    """The plaintext that is stored encrypted: a msgpack array of the values in field order
+    (the field names would be half its bytes), compressed where that pays."""
+    return _SIGNALS_CODEC.pack(_SIGNALS_ENCODER.encode(msgspec.structs.astuple(signals)))
+
+
+def decode_fraud_signals(plain: bytes) -> FraudSignals:
+    """Inverse of `encode_fraud_signals`; a shorter array (written before fields were
+    added) leaves the newer fields at their defaults."""
+    values = _SIGNALS_DECODER.decode(_SIGNALS_CODEC.unpack(plain))
+    named = dict(zip(FraudSignals.__struct_fields__, values, strict=False))
+    return msgspec.convert(named, FraudSignals)
+
+
 def _fraud_blob(value: bytes | None) -> bytes | None:
     return (session_parts(value)[2] or None) if value is not None else None
 
@@ -179,6 +212,52 @@ def _outcome(result: list[Any]) -> WriteOutcome:
     )
 
 
+class WriteMeta(NamedTuple):
+    """The `meta` argument of one change of a write_session.lua call: these fields in this
+    order, joined by `;` (`encode`). The script reads them by position through its
+    `local M_<FIELD> = <position>` lines, which tests/unit/test_lua_contracts.py checks
+    against this class: the one definition of the boundary. A `*_key` field is the key's
+    position in the call's KEYS ('' = none)."""
+
+    expected_sequence: int  # 0: a create
+    new_sequence: int
+    expires_at_ms: int | str  # '' = not open
+    event_type_code: str  # shared/events/stored.py type_code
+    flags: str  # letters of WriteFlag
+    memo_ttl_s: int  # the TTL of the record SET with the change (memo_key)
+    session_key: int
+    stream_key: int  # the partition's event stream
+    schedule_key: int  # the partition's expiry schedule
+    old_status_key: int  # the status index the session leaves
+    new_status_key: int  # the status index it is in after the change
+    customer_key: int | str  # the customer index a create joins ('' = none)
+    memo_key: int | str  # the record SET with the change ('' = none)
+    account_events_key: int  # the account's event index stream
+    hold_key: int  # the session's charge hold
+    event_ids_key: int  # the account's event id -> stream entry hash (GET /v1/events paging)
+    event_id: str  # the event's id without its `evt_` prefix
+
+    def encode(self) -> str:
+        return _META_TEMPLATE % self
+
+
+_META_TEMPLATE = ";".join(["%s"] * len(WriteMeta._fields))
+
+
+class WriteFlag:
+    """The letters of `WriteMeta.flags`; the script's `local FLAG_<NAME> = '<letter>'`."""
+
+    # A create: the record argument is the whole stored value, and an idempotency record
+    # argument follows.
+    CREATE: Final = "x"
+    # The held charge's own outcome: drops the hold instead of being refused by it.
+    RELEASE_HOLD: Final = "r"
+    # A record to SET (memo_key, memo_ttl_s) follows, written only if the change applies.
+    MEMO: Final = "m"
+    # The session stays open with the same expires_at: its schedule entry is left as it is.
+    KEEPS_SCHEDULE: Final = "k"
+
+
 class _ScriptCall:
     """KEYS and ARGV of one write_session.lua call: each key once, referred to by position
     (a batch of one partition's changes shares its stream, schedule and indexes), so the
@@ -201,8 +280,7 @@ class SessionStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        source = resources.files("shared.redis").joinpath("lua/write_session.lua").read_text()
-        self._write_script = redis.register_script(source)
+        self._write_script = load_script(redis, "write_session")
         # The keys every change names, built once per partition / account (a change names
         # nine keys; building them was a tenth of its arguments' cost).
         self._events = keys.all_event_streams()
@@ -302,30 +380,38 @@ class SessionStore:
         # m: a record to SET with a change that is not a create (a create carries its own).
         memo = not create and bool(change.idempotency_key)
         flags = (
-            ("r" if change.release_hold else "")
-            + ("x" if create else "")
-            + ("m" * memo)
-            + ("k" if change.keeps_schedule and not create and new_status == "open" else "")
+            (WriteFlag.RELEASE_HOLD if change.release_hold else "")
+            + (WriteFlag.CREATE if create else "")
+            + (WriteFlag.MEMO if memo else "")
+            + (
+                WriteFlag.KEEPS_SCHEDULE
+                if change.keeps_schedule and not create and new_status == "open"
+                else ""
+            )
         )
         customer: int | str = ""
         if create and record.customer_id:
             customer = key(k.customer_index(partition, account, record.customer_id))
         by_account = self._account_keys(partition, account)
-        meta = (
-            f"{0 if create else record.sequence - 1};{record.sequence};"
-            f"{record.expires_at_ms if new_status == 'open' else ''};"
-            f"{type_code(change.event_type)};{flags};{change.idempotency_ttl};"
-            f"{key(k.session(partition, record.id))};{key(self._events[partition])};"
-            f"{key(self._schedules[partition])};"
-            f"{key(by_account[old_status])};"
-            f"{key(by_account[new_status])};"
-            f"{customer};"
-            f"{key(change.idempotency_key) if change.idempotency_key else ''};"
-            f"{key(by_account[''])};"
-            f"{key(k.charge_hold(partition, record.id))};"
-            f"{key(by_account['ids'])};"
-            f"{event_id_of(change.event_json).removeprefix(EVENT_ID_PREFIX)}"
-        )
+        meta = WriteMeta(
+            expected_sequence=0 if create else record.sequence - 1,
+            new_sequence=record.sequence,
+            expires_at_ms=record.expires_at_ms if new_status == "open" else "",
+            event_type_code=type_code(change.event_type),
+            flags=flags,
+            memo_ttl_s=change.idempotency_ttl,
+            session_key=key(k.session(partition, record.id)),
+            stream_key=key(self._events[partition]),
+            schedule_key=key(self._schedules[partition]),
+            old_status_key=key(by_account[old_status]),
+            new_status_key=key(by_account[new_status]),
+            customer_key=customer,
+            memo_key=key(change.idempotency_key) if change.idempotency_key else "",
+            account_events_key=key(by_account[""]),
+            hold_key=key(k.charge_hold(partition, record.id)),
+            event_ids_key=key(by_account["ids"]),
+            event_id=event_id_of(change.event_json).removeprefix(EVENT_ID_PREFIX),
+        ).encode()
         if create:
             # The whole stored value (module docstring). The record as it is: the fraud scorer
             # rewrites it (compressed, with its risk) within a moment, so compressing it here

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 from shared.wallet.model import SavedMethod
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -19,13 +20,7 @@ class WalletStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        # One saved method per fingerprint: saving the same card again keeps the first id.
-        self._save = redis.register_script(
-            "for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do"
-            "  if string.find(raw, ARGV[3], 1, true) then return 0 end end "
-            "if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -1 end "
-            "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1"
-        )
+        self._save = load_script(redis, "wallet_save")
 
     def _key(self, account_uid: str, customer_id: str) -> str:
         return self._keys.wallet(partition_of_account(account_uid), account_uid, customer_id)

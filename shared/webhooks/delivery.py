@@ -21,7 +21,7 @@ import structlog
 from shared.clock import Clock
 from shared.crypto import DataCipher
 from shared.ids import PARTITIONS
-from shared.jobs import JobQueue
+from shared.redis.jobs import JobQueue
 from shared.webhooks.model import (
     AttemptOutcome,
     DeadReason,

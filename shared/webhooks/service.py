@@ -15,7 +15,7 @@ from shared.errors import NotFound, SemanticValidationFailed, ValidationFailed
 from shared.events.stored import EventHead
 from shared.idempotency.service import ReplayWrite
 from shared.ids import PATH_ID_PATTERNS
-from shared.jobs import JobQueue
+from shared.redis.jobs import JobQueue
 from shared.webhooks.model import (
     MAX_ENDPOINTS_PER_ACCOUNT,
     CreateEndpointParams,

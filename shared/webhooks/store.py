@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 from shared.webhooks.model import (
     DELIVERY_RETENTION_SECONDS,
     DeliveryRecord,
@@ -30,85 +31,6 @@ _DELIVERY = msgspec.msgpack.Decoder(DeliveryRecord)
 _INVERT_BASE = 9_999_999_999_999
 # The newest deliveries an endpoint lists; older ones are still kept until their TTL.
 _ENDPOINT_INDEX_CAP = 10_000
-
-# KEYS: 1 endpoint hash, 2 account's endpoint index, 3 the partition's event stream,
-#       4 (optional) the request's idempotency record
-# ARGV: 1 record, 2 encrypted secrets, 3 created ms, 4 endpoint id, 5 endpoint limit,
-#       6 the idempotency record, 7 its TTL s
-# The stream's last entry id is the endpoint's starting point: events appended after it
-# are delivered to it, none before (an endpoint never receives history).
-_CREATE_ENDPOINT = """
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 0 end
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local after = '0-0'
-if last[1] then after = last[1][1] end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'sk', ARGV[2], 'v', 1, 'after', after)
-redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) end
-return 1
-"""
-
-# KEYS: 1 endpoint hash, 2 (optional) the request's idempotency record
-# ARGV: 1 expected version, 2 record, 3 encrypted secrets ('' = keep), 4 the idempotency
-#       record, 5 its TTL s
-_REPLACE_ENDPOINT = """
-local v = redis.call('HGET', KEYS[1], 'v')
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'v', tonumber(v) + 1)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'sk', ARGV[3]) end
-if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5]) end
-return 1
-"""
-
-# KEYS: 1 endpoint hash, 2 account's endpoint index, 3 the endpoint's delivery index
-# ARGV: 1 endpoint id
-_DELETE_ENDPOINT = """
-local existed = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[3])
-return existed
-"""
-
-# KEYS: 1 delivery hash, 2 the endpoint's delivery index, 3 the partition's due schedule
-# ARGV: 1 record, 2 body, 3 TTL s, 4 index member, 5 due ms, 6 due member, 7 index cap
-# Returns the existing record when the delivery was made before (a re-read event), else nil.
-_CREATE_DELIVERY = """
-local existing = redis.call('HGET', KEYS[1], 'doc')
-if existing then return existing end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'v', 1, 'body', ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], 0, ARGV[4])
-redis.call('ZREMRANGEBYRANK', KEYS[2], tonumber(ARGV[7]), -1)
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[6])
-return false
-"""
-
-# KEYS: 1 delivery hash, 2 the partition's due schedule, 3 (optional) the request's
-#       idempotency record
-# ARGV: 1 expected version, 2 record, 3 due member, 4 next due ms ('' = not pending),
-#       5 TTL s ('' = keep), 6 the idempotency record, 7 its TTL s
-_REPLACE_DELIVERY = """
-local v = redis.call('HGET', KEYS[1], 'v')
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'v', tonumber(v) + 1)
-if ARGV[4] == '' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-else
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
-end
-if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5])) end
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[7]) end
-return 1
-"""
-
-# What an attempt reads: its delivery and its endpoint (same partition tag), in one call on
-# the shared connection instead of a pipeline on a pooled one.
-# KEYS: 1 delivery hash, 2 endpoint hash
-_LOAD_ATTEMPT = """
-return {redis.call('HMGET', KEYS[1], 'doc', 'v', 'body'),
-        redis.call('HMGET', KEYS[2], 'doc', 'v', 'sk', 'after')}
-"""
 
 
 class StoredReplay(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,12 +75,12 @@ class WebhookStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._create_endpoint = redis.register_script(_CREATE_ENDPOINT)
-        self._replace_endpoint = redis.register_script(_REPLACE_ENDPOINT)
-        self._delete_endpoint = redis.register_script(_DELETE_ENDPOINT)
-        self._create_delivery = redis.register_script(_CREATE_DELIVERY)
-        self._replace_delivery = redis.register_script(_REPLACE_DELIVERY)
-        self._load_attempt = redis.register_script(_LOAD_ATTEMPT)
+        self._create_endpoint = load_script(redis, "webhooks_create_endpoint")
+        self._replace_endpoint = load_script(redis, "webhooks_replace_endpoint")
+        self._delete_endpoint = load_script(redis, "webhooks_delete_endpoint")
+        self._create_delivery = load_script(redis, "webhooks_create_delivery")
+        self._replace_delivery = load_script(redis, "webhooks_replace_delivery")
+        self._load_attempt = load_script(redis, "webhooks_load_attempt")
 
     # --- endpoints -----------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.payments.processor import SimulatedProcessor
+from shared.payments.store import SimulatorLedger
+from shared.redis.keys import Keys
 from tests.conformance.processor_kit import ProcessorConformance, ProcessorHarness, Scenario
 
 # The simulator's tokens name their outcome (shared/payments/processor.py).
@@ -41,7 +43,9 @@ class SimulatorHarness:
 def simulator_harness(redis: Redis, settings: Settings) -> SimulatorHarness:
     slow = 1.0
     return SimulatorHarness(
-        redis, SimulatedProcessor(redis, settings.key_prefix, slow_seconds=slow), slow
+        redis,
+        SimulatedProcessor(SimulatorLedger(redis, Keys(settings.key_prefix)), slow_seconds=slow),
+        slow,
     )
 
 

@@ -13,7 +13,8 @@ from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
 from shared.errors import RateLimited
-from shared.ratelimit import (
+from shared.redis.keys import Keys
+from shared.redis.ratelimit import (
     AddressDigest,
     Limit,
     RateLimiter,
@@ -22,7 +23,6 @@ from shared.ratelimit import (
     build_request_limits,
     retry_after_seconds,
 )
-from shared.redis.keys import Keys
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.payments.processor import ChargeRequest, ProcessorTimeout, SimulatedProcessor
+from shared.payments.store import SimulatorLedger
+from shared.redis.keys import Keys
 
 
 def request(key: str, token: str) -> ChargeRequest:
@@ -16,7 +18,7 @@ def request(key: str, token: str) -> ChargeRequest:
 
 
 async def test_one_key_one_charge_even_concurrently(redis: Redis, settings: Settings) -> None:
-    sim = SimulatedProcessor(redis, settings.key_prefix)
+    sim = SimulatedProcessor(SimulatorLedger(redis, Keys(settings.key_prefix)))
     outcomes = await asyncio.gather(
         *(sim.charge(request("k1", "tok_card_success_x")) for _ in range(10))
     )
@@ -29,7 +31,7 @@ async def test_one_key_one_charge_even_concurrently(redis: Redis, settings: Sett
 async def test_network_error_charges_then_times_out_and_a_retry_learns_it(
     redis: Redis, settings: Settings
 ) -> None:
-    sim = SimulatedProcessor(redis, settings.key_prefix)
+    sim = SimulatedProcessor(SimulatorLedger(redis, Keys(settings.key_prefix)))
     with pytest.raises(ProcessorTimeout):
         await sim.charge(request("k2", "tok_card_network_error_x"))
     again = await sim.charge(request("k2", "tok_card_network_error_x"))
@@ -38,7 +40,7 @@ async def test_network_error_charges_then_times_out_and_a_retry_learns_it(
 
 
 async def test_declines_are_recorded_without_a_charge(redis: Redis, settings: Settings) -> None:
-    sim = SimulatedProcessor(redis, settings.key_prefix)
+    sim = SimulatedProcessor(SimulatorLedger(redis, Keys(settings.key_prefix)))
     outcome = await sim.charge(request("k3", "tok_card_insufficient_funds_x"))
     assert (outcome.status, outcome.code) == ("failed", "insufficient_funds")
     assert await redis.llen(sim.charges_key()) == 0  # type: ignore[misc]

@@ -13,17 +13,14 @@ from shared.events.model import EVENT_TYPES
 from shared.events.stored import EVENT_CODEC, TYPE_CODES, pack_event, stored_event_json, type_code
 from shared.idempotency.service import _BODY_CODEC
 from shared.redis.compact import PresetCodec
-from shared.sessions.model import (
-    _SIGNALS_CODEC,
-    FraudSignals,
-    SessionRecord,
-    decode_fraud_signals,
-    encode_fraud_signals,
-)
+from shared.sessions.model import FraudSignals, SessionRecord
 from shared.sessions.store import (
     _MEMBER_PREFIX,
     _RECORD_CODEC,
+    _SIGNALS_CODEC,
+    decode_fraud_signals,
     decode_record,
+    encode_fraud_signals,
     encode_record,
     index_member,
     session_parts,

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.payments.processor import ChargeRequest, SimulatedProcessor
+from shared.payments.store import SimulatorLedger
 from shared.redis.keys import Keys
 from tests.support import ACCOUNT, eventually, seed_body
 from workers.main import run_workers
@@ -42,7 +43,7 @@ async def _crash_mid_charge(
     )
     await CheckoutStore(redis, Keys(settings.key_prefix)).put_hold(session_id, hold)
     if charged:
-        await SimulatedProcessor(redis, settings.key_prefix).charge(
+        await SimulatedProcessor(SimulatorLedger(redis, Keys(settings.key_prefix))).charge(
             ChargeRequest(
                 idempotency_key=key,
                 account_uid="acct_test_1",

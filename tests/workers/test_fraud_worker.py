@@ -28,8 +28,8 @@ from shared.crypto import DataCipher
 from shared.events.model import SessionRiskScored
 from shared.events.stored import decode_stored_event, stored_event_json
 from shared.ids import PARTITIONS, partition_of_account
-from shared.jobs import FRAUD_QUEUE
 from shared.redis.client import create_redis
+from shared.redis.jobs import FRAUD_QUEUE
 from shared.redis.keys import Keys
 from shared.risk.service import velocity_digest
 from shared.sessions.params import CreateSessionParams

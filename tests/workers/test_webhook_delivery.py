@@ -23,7 +23,7 @@ from shared.clock import ManualClock, SystemClock
 from shared.config import Settings
 from shared.events.stored import decode_stored_event, read_stored_event, stored_event_json
 from shared.ids import partition_of_account
-from shared.jobs import JobQueue, webhook_job_id
+from shared.redis.jobs import JobQueue, webhook_job_id
 from shared.redis.keys import Keys
 from shared.webhooks.delivery import USER_AGENT
 from shared.webhooks.model import (

@@ -11,11 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import msgspec
-from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job as arq_serialize_job
 from redis.asyncio import Redis
 
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 
 # Kinds of work a worker process serves (`--queues`). Only webhooks is an arq queue today:
 # expiry and fraud scoring are loops (the expiry schedule, the event streams), so nothing is
@@ -33,18 +33,6 @@ TASK_DELIVER_WEBHOOK = "webhook.deliver"
 WEBHOOK_JOB_GRACE = timedelta(days=7)
 
 _ENCODER = msgspec.msgpack.Encoder()
-
-# arq's `enqueue_job` in one step (it takes three round trips on a pooled connection: WATCH,
-# EXISTS, then MULTI/EXEC): nothing when the job or its result exists, else the job key with
-# its expiry and the queue entry, the keys and payload arq's workers read. arq's queues
-# already need a single primary, so several keys in one script are fine here.
-# KEYS: job, result, queue. ARGV: payload, expiry ms, job id, score (due time, ms).
-_ENQUEUE_ONCE = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-return 1
-"""
 
 
 def serialize_job(obj: dict[str, Any]) -> bytes:
@@ -67,7 +55,7 @@ class JobQueue:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._keys = keys
         self._queue = keys.arq_queue(WEBHOOK_QUEUE)
-        self._enqueue_once = redis.register_script(_ENQUEUE_ONCE)
+        self._enqueue_once = load_script(redis, "job_enqueue_once")
 
     async def enqueue_webhook_attempt(
         self, account_uid: str, endpoint_id: str, delivery_id: str, attempt: int, due_ms: int
@@ -88,7 +76,7 @@ class JobQueue:
             serializer=serialize_job,
         )
         queued = await self._enqueue_once(
-            keys=[job_key_prefix + job_id, result_key_prefix + job_id, self._queue],
+            keys=[self._keys.arq_job(job_id), self._keys.arq_result(job_id), self._queue],
             args=[payload, expires_ms, job_id, due_ms],
         )
         return bool(queued)

@@ -17,23 +17,7 @@ from redis.asyncio import Redis
 
 from shared.ids import PARTITIONS
 from shared.redis.keys import Keys
-
-# KEYS[1] lease; ARGV: member, ttl ms, want (1 keep/take, 0 give back).
-_CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  if ARGV[3] == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-  redis.call('DEL', KEYS[1]) return 0
-end
-if not holder and ARGV[3] == '1' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1
-end
-return 0
-"""
-# KEYS[1] lease; ARGV[1] member: delete only our own.
-_RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-)
+from shared.redis.scripts import load_script
 
 
 class PartitionLeases:
@@ -53,8 +37,8 @@ class PartitionLeases:
         self._member = member
         self._ttl_ms = ttl_ms
         self._now = now
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
+        self._claim = load_script(redis, "lease_claim")
+        self._release = load_script(redis, "lease_release")
         # Members start their search at different partitions, so they rarely collide.
         offset = zlib.crc32(member.encode()) % PARTITIONS
         self._order = [(offset + i) % PARTITIONS for i in range(PARTITIONS)]

@@ -25,39 +25,11 @@ from shared.crypto import DataCipher
 from shared.errors import RateLimited
 from shared.ids import partition_of_session
 from shared.redis.keys import Keys
+from shared.redis.scripts import load_script
 
 log = structlog.get_logger(__name__)
 
 Bucket = Literal["read", "confirm", "challenge"]
-
-# KEYS: one per limit (all in one slot). ARGV[1] now (µs), ARGV[2] mode, then per key its
-# emission interval and period (µs). Modes:
-#   hit    - take one call from every key, or from none when any is spent (all or nothing);
-#   peek   - would a hit pass? changes nothing;
-#   record - take one from every key regardless (an event that already happened), the TAT
-#            capped at one period ahead so a burst of records never blocks for longer.
-# Returns the wait in µs before a hit could pass (0: it passes / passed).
-_GCRA = """
-local now = tonumber(ARGV[1])
-local mode = ARGV[2]
-local wait = 0
-local tats = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[1 + 2 * i])
-  local period = tonumber(ARGV[2 + 2 * i])
-  local tat = math.max(tonumber(redis.call('GET', KEYS[i]) or '0'), now)
-  local next_tat = tat + interval
-  wait = math.max(wait, next_tat - now - period)
-  if mode == 'record' then next_tat = math.min(next_tat, now + period) end
-  tats[i] = next_tat
-end
-if mode == 'peek' or (mode == 'hit' and wait > 0) then return wait end
-for i = 1, #KEYS do
-  local ttl_ms = math.max(1, math.ceil((tats[i] - now) / 1000))
-  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PX', string.format('%d', ttl_ms))
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +58,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, clock: Clock) -> None:
         self._clock = clock
-        self._script = redis.register_script(_GCRA)
+        self._script = load_script(redis, "ratelimit_gcra")
 
     async def _run(self, mode: str, checks: tuple[Check, ...]) -> int:
         live = [(key, limit) for key, limit in checks if limit.enabled]
