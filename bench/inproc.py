@@ -27,17 +27,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import uvloop
 from litestar import Litestar
 from litestar.types import Message
 
 from bench.echo_app import create_echo_app
-from bench.run import bench_settings, low_risk_body
-from bench.seeding import delete_prefix
+from bench.run import bench_settings
+from bench.seeding import delete_prefix, distinct_shopper_body
 from services.api.app import create_app
 from shared.config import Settings
 from shared.devkeys import ensure_dev_keys, mint_admin_token
@@ -141,8 +141,11 @@ async def _calls(
         session_id, secret = await _created(app, admin, seed)
         auth = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())]
         return iter([("GET", f"{SESSIONS}/{session_id}/config", auth, b"")] * total)
-    # A new shopper each (low_risk_body): the velocity rules stay quiet.
-    made = [await _created(app, admin, json.dumps(low_risk_body(i)).encode()) for i in range(total)]
+    # A new shopper each (distinct_shopper_body): the velocity rules stay quiet.
+    made = [
+        await _created(app, admin, json.dumps(distinct_shopper_body(i)).encode())
+        for i in range(total)
+    ]
     core: Core = app.state.core  # the app's own (services/api/lifespan.py `attach`)
     risk = core.risk
     ids = [session_id for session_id, _ in made]
@@ -161,7 +164,38 @@ async def _calls(
     )
 
 
-async def _run(scenario: str, requests: int, redis_url: str) -> float:
+class Timed(NamedTuple):
+    """What the timed requests cost, and how many of them failed (answered other than 2xx)."""
+
+    seconds_per_request: float
+    requests: int
+    errors: int
+    first_error: str  # the first failure's status and reply head, for the message
+
+
+async def timed_calls(
+    app: Litestar, calls: Iterator[Call], requests: int, concurrency: int = CONCURRENCY
+) -> Timed:
+    """`requests` (rounded down to a multiple of `concurrency`) calls from `calls`, by
+    `concurrency` callers at once; process time per request, and the non-2xx answers counted:
+    a request refused fast must not pass for a fast request."""
+    each = requests // concurrency
+    failures: list[tuple[int, bytes]] = []
+
+    async def caller() -> None:
+        for _ in range(each):
+            status, reply = await _call(app, next(calls))
+            if not 200 <= status < 300:
+                failures.append((status, reply))
+
+    started = time.process_time()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    seconds = time.process_time() - started
+    first = f"{failures[0][0]} {failures[0][1][:200]!r}" if failures else ""
+    return Timed(seconds / (each * concurrency), each * concurrency, len(failures), first)
+
+
+async def _run(scenario: str, requests: int, redis_url: str) -> Timed:
     settings = _settings(redis_url)
     keys, _ = ensure_dev_keys(KEYS_DIR)
     token = mint_admin_token(
@@ -184,19 +218,7 @@ async def _run(scenario: str, requests: int, redis_url: str) -> float:
             for _ in range(WARMUP):
                 status, reply = await _call(app, next(calls))
                 assert status in (200, 201), reply
-
-            async def caller(n: int, each: Callable[[], Awaitable[Any]]) -> None:
-                for _ in range(n):
-                    await each()
-
-            started = time.process_time()
-            await asyncio.gather(
-                *(
-                    caller(requests // CONCURRENCY, lambda: _call(app, next(calls)))
-                    for _ in range(CONCURRENCY)
-                )
-            )
-            return (time.process_time() - started) / (requests // CONCURRENCY * CONCURRENCY)
+            return await timed_calls(app, calls, requests)
     finally:
         delete_prefix(redis_url, settings.key_prefix)
 
@@ -249,10 +271,20 @@ def main(argv: list[str] | None = None) -> int:
     with Path(os.devnull).open("w") as devnull:
         saved, sys.stdout = sys.stdout, devnull
         try:
-            seconds = uvloop.run(_run(args.scenario, args.requests, args.redis_url))
+            timed = uvloop.run(_run(args.scenario, args.requests, args.redis_url))
         finally:
             sys.stdout = saved
-    print(f"{args.scenario}: {seconds * 1e6:.1f} us CPU/request (in-process, process time)")
+    if timed.errors:
+        print(
+            f"{args.scenario}: {timed.errors} of {timed.requests} timed requests failed "
+            f"(first: {timed.first_error}); no figure",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"{args.scenario}: {timed.seconds_per_request * 1e6:.1f} us CPU/request "
+        "(in-process, process time)"
+    )
     return 0
 
 

@@ -67,6 +67,7 @@ from bench.seeding import (
     EventWatch,
     accounts,
     delete_prefix,
+    distinct_shopper_body,
     seed_in_processes,
 )
 from shared.config import Settings
@@ -195,21 +196,6 @@ def bench_settings(redis_url: str, jwks_file: str, *, key_prefix: str) -> Settin
     )
 
 
-def low_risk_body(i: int) -> dict[str, Any]:
-    """A shopper of their own who loaded the form a minute ago: confirm proceeds unchallenged."""
-    email = f"shopper{i}.{secrets.token_hex(3)}@example.com"
-    signals = {
-        "ip_address": f"198.51.{(i // 250) % 250}.{i % 250 + 1}",
-        "user_agent": "Mozilla/5.0 (bench)",
-        "email": email,
-        "phone": f"+1555{i % 10_000_000:07d}",
-        "request_timestamp": int(time.time() * 1000) - 60_000,
-        "is_authorized": True,
-        "is_admin": False,
-    }
-    return seed_body(fraud_signals=signals, customer_email=email, customer_id=f"cust_{i}")
-
-
 def summarize(values: list[float]) -> dict[str, float]:
     """Median, min, max and spread ((max - min) / median, in %) of one figure over rounds."""
     med = statistics.median(values)
@@ -323,7 +309,7 @@ class Bench:
                 "method": "POST",
                 "path": SESSIONS,
                 "headers": self.admin,
-                "body": json.dumps(low_risk_body(i)),
+                "body": json.dumps(distinct_shopper_body(i)),
             }
             for i in range(self._shoppers, self._shoppers + n)
         ]
@@ -626,6 +612,9 @@ class Bench:
                 processes=p.seed_processes,
                 account_uids=[ACCOUNT],
                 expires_in=int(seed_body()["expires_in_seconds"]),
+                # A shopper each, as open sessions are: one shopper's sessions would share
+                # their velocity counters and understate the memory per session.
+                distinct_shoppers=True,
             )
             n = int(seeded["created"])
             created += n

@@ -90,6 +90,25 @@ class _SettableClock:
         return self.now
 
 
+def distinct_shopper_body(i: int, **overrides: Any) -> dict[str, Any]:
+    """Session `i`'s body with a shopper of its own (email, phone, IP address, customer id)
+    who loaded the form a minute ago: confirm proceeds unchallenged, and sessions share no
+    per-shopper state (velocity counters) that real shoppers' sessions would not."""
+    email = f"shopper{i}.{secrets.token_hex(3)}@example.com"
+    signals = {
+        "ip_address": f"198.51.{(i // 250) % 250}.{i % 250 + 1}",
+        "user_agent": "Mozilla/5.0 (bench)",
+        "email": email,
+        "phone": f"+1555{i % 10_000_000:07d}",
+        "request_timestamp": int(time.time() * 1000) - 60_000,
+        "is_authorized": True,
+        "is_admin": False,
+    }
+    return seed_body(
+        fraud_signals=signals, customer_email=email, customer_id=f"cust_{i}", **overrides
+    )
+
+
 async def seed_sessions(
     settings: Settings,
     count: int,
@@ -98,11 +117,23 @@ async def seed_sessions(
     params: CreateSessionParams | None = None,
     due_ms: Callable[[int], int] | None = None,
     concurrency: int = 64,
+    distinct_shoppers: bool = False,
+    first_index: int = 0,
 ) -> list[tuple[str, int]]:
     """Create `count` sessions (round-robin over the accounts) through the real create path;
     (session id, expires_at ms) of each, in order. `due_ms(i)`: when session i should expire
-    (its creation is back-dated by its lifetime); else they are created now."""
+    (its creation is back-dated by its lifetime); else they are created now.
+    `distinct_shoppers`: session i gets `distinct_shopper_body(first_index + i)` (with the
+    lifetime of `params`) instead of `params`' one shopper for all."""
     params = params or msgspec.convert(seed_body(), CreateSessionParams)
+    lifetime_s = params.expires_in_seconds
+
+    def params_of(i: int) -> CreateSessionParams:
+        if not distinct_shoppers:
+            return params
+        body = distinct_shopper_body(first_index + i, expires_in_seconds=lifetime_s)
+        return msgspec.convert(body, CreateSessionParams)
+
     lifetime_ms = params.expires_in_seconds * 1000
     configure_logging(settings)  # the service logs each create at info: not to our stdout
     redis = create_redis(settings, client_name="bench-seed")
@@ -114,7 +145,8 @@ async def seed_sessions(
     async def one(i: int) -> None:
         async with gate:
             clock.now = due_ms(i) - lifetime_ms if due_ms else time.time_ns() // 1_000_000
-            created = await sessions.create(account_uids[i % len(account_uids)], params)
+            one_params = params_of(i)
+            created = await sessions.create(account_uids[i % len(account_uids)], one_params)
             out[i] = (created.session_id, iso_to_ms(created.expires_at))
 
     try:
@@ -134,11 +166,15 @@ def seed_in_processes(
     account_uids: Sequence[str],
     expires_in: int = 86_400,
     timeout: float = 3600,
+    distinct_shoppers: bool = False,
 ) -> dict[str, Any]:
     """`count` sessions now from `processes` seeding processes at once (they share the CPU
-    with Redis, nothing else runs meanwhile); created count and rate."""
+    with Redis, nothing else runs meanwhile); created count and rate. `distinct_shoppers`:
+    a shopper per session (`seed_sessions`), none shared across the processes either."""
     started = time.perf_counter()
     share = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    firsts = [sum(share[:i]) for i in range(processes)]
+    shoppers = ["--distinct-shoppers"] if distinct_shoppers else []
     procs = [
         subprocess.Popen(
             [
@@ -151,12 +187,15 @@ def seed_in_processes(
                 str(expires_in),
                 "--accounts",
                 ",".join(account_uids),
+                "--first-index",
+                str(first),
+                *shoppers,
             ],
             env=child_env(settings, {"HS_LOG_LEVEL": "warning"}),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for n in share
+        for n, first in zip(share, firsts, strict=True)
         if n
     ]
     created = 0
@@ -292,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", default="acct_seed_0", help="comma-separated account ids")
     parser.add_argument("--expires-in", type=int, default=86_400, help="seconds (300-86400)")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--distinct-shoppers", action="store_true", help="a shopper of its own per session"
+    )
+    parser.add_argument("--first-index", type=int, default=0, help="first shopper's number")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     params = msgspec.convert(seed_body(expires_in_seconds=args.expires_in), CreateSessionParams)
@@ -303,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             account_uids=args.accounts.split(","),
             params=params,
             concurrency=args.concurrency,
+            distinct_shoppers=args.distinct_shoppers,
+            first_index=args.first_index,
         )
     )
     seconds = time.perf_counter() - started

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the HTTP API (uvicorn)")
     api.add_argument("--host", help="interface to bind (default: HS_API_HOST)")
     api.add_argument("--port", type=_port, help="port to bind (default: HS_API_PORT)")
+    api.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="API processes sharing the port through SO_REUSEPORT (default: 1, no supervisor)",
+    )
+    # What each of the --workers processes is started with: bind with SO_REUSEPORT.
+    api.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     worker = commands.add_parser("worker", help="run an arq worker")
     worker.add_argument(
@@ -146,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command: str = args.command
     if command == "api":
-        return _refuse_start(settings, "api") or _api(settings, host=args.host, port=args.port)
+        refused = _refuse_start(settings, "api")
+        if refused or args.workers > 1:
+            return refused or _api_workers(
+                settings, host=args.host, port=args.port, workers=args.workers
+            )
+        return _api(settings, host=args.host, port=args.port, reuse_port=args.reuse_port)
     if command == "worker":
         if not args.check and (refused := _refuse_start(settings, "worker")):
             return refused
@@ -209,7 +222,7 @@ def _check_config(settings: Settings) -> int:
     return 0
 
 
-def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
+def _api(settings: Settings, *, host: str | None, port: int | None, reuse_port: bool) -> int:
     import uvicorn
 
     from services.api.app import create_app
@@ -239,9 +252,80 @@ def _api(settings: Settings, *, host: str | None, port: int | None) -> int:
     )
     server = uvicorn.Server(config)
     settle_heap()
-    server.run()
+    server.run(
+        sockets=[_reuse_port_socket(settings.api_host, settings.api_port)] if reuse_port else None
+    )
     # uvicorn exits by itself on bind/lifespan failures; this covers a stop before start.
     return 0 if server.started else 3
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` with SO_REUSEPORT: every API process of `--workers`
+    binds its own, and the kernel spreads new connections across them (uvicorn listens)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _api_workers(settings: Settings, *, host: str | None, port: int | None, workers: int) -> int:
+    """`workers` API processes on one port (SO_REUSEPORT) until SIGINT/SIGTERM or one exits.
+    Supervised as `dev` supervises its children: own process groups, stopped by this process
+    (SIGTERM, each drains its requests), killed by the kernel if it dies first. A process that
+    exits by itself stops the others: the orchestrator restarts the whole group."""
+    from shared.process import parent_death_preexec
+
+    host = host if host is not None else settings.api_host
+    port = port if port is not None else settings.api_port
+    taken = _address_taken(host, port)
+    if taken is not None:
+        # With SO_REUSEPORT a process of an older group would silently share the port.
+        print(f"hosted-sessions api: {host}:{port} is already in use ({taken})", file=sys.stderr)
+        return 1
+    stop_signals: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop_signals.append(signum)  # nothing else: see the handler in _dev
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    die_with_us = parent_death_preexec()
+    argv = ["api", "--host", host, "--port", str(port), "--reuse-port"]
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(workers):
+            if stop_signals:
+                return 0
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", *argv],
+                    stdin=subprocess.DEVNULL,
+                    process_group=0,
+                    preexec_fn=die_with_us,
+                )
+            )
+        while not stop_signals:
+            dead = [proc for proc in children if proc.poll() is not None]
+            if dead:
+                print(
+                    f"hosted-sessions api: process {dead[0].pid} exited with code "
+                    f"{dead[0].returncode}; stopping the others",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return dead[0].returncode if dead[0].returncode > 0 else 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        _stop_children(children)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _worker(settings: Settings, *, queues: Sequence[str], check: bool) -> int:

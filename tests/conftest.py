@@ -21,6 +21,7 @@ from shared.logging import StdlibLines, render_json_line
 from shared.redis.embedded import EmbeddedRedis, redis_reachable
 from tests import logscan
 from tests.support import ACCOUNT
+from tests.support.cluster import redis_cluster  # noqa: F401  # a fixture: importing registers it
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from shared.clock import ManualClock
-from tests.api.test_checkout import URL, open_session
+from tests.support.checkout import open_session
+from tests.support.sessions import SESSIONS_URL as URL
 
 Client = AsyncTestClient[Any]
 # A well-formed endpoint id that no endpoint has (a malformed one is a 404 before its body).

@@ -30,12 +30,11 @@ from shared.events.model import (
     SessionChallengeFailed,
     SessionChallengeRequired,
 )
-from shared.events.stored import stored_event_json
-from shared.ids import partition_of_account
 from shared.redis.keys import Keys
-from tests.api.test_checkout import card, events_of, open_session
 from tests.api.test_logging_pii import LogCapture
-from tests.support import ACCOUNT, seed_body
+from tests.support import seed_body
+from tests.support.checkout import card, open_session
+from tests.support.events import events_of, partition_stream, stream_entries
 
 Client = httpx.AsyncClient  # helpers take the test client or the racing one
 TestClient = AsyncTestClient[Any]
@@ -180,8 +179,8 @@ async def test_elevated_session_passes_the_challenge_then_pays(
         False,
     )
     # Events carry the merchant view only: no code, no phone, no hash.
-    stream = await redis.xrange(Keys(settings.key_prefix).events(partition_of_account(ACCOUNT)))
-    raw = b"".join(stored_event_json(f[b"e"]) for _, f in stream)
+    entries = await stream_entries(redis, partition_stream(settings.key_prefix))
+    raw = b"".join(entry.json for entry in entries)
     for leaked in (code, s.phone, s.phone[2:], "code_hash"):
         assert leaked.encode() not in raw
     assert {e.type for e in events} <= set(EVENT_TYPES)

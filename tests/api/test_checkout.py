@@ -4,75 +4,22 @@ and the guarantees around a charge (single use, no double charge, no charge once
 from __future__ import annotations
 
 import asyncio
-import secrets
-from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.model import Event
-from shared.events.stored import decode_stored_event, stored_event_json
+from shared.events.stored import stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from tests.support import ACCOUNT, seed_body
+from tests.support.checkout import GOOD_CARD, card, charges, open_session
+from tests.support.events import events_of
+from tests.support.sessions import SESSIONS_URL, Client
 
-Client = AsyncTestClient[Any]
-URL = "/v1/hosted-sessions"
-GOOD = "4242 4242 4242 4242"
-
-
-def card(number: str = GOOD, **overrides: Any) -> dict[str, Any]:
-    return {
-        "payment_method": {
-            "type": "card",
-            "number": number,
-            "exp_month": 12,
-            "exp_year": 2040,
-            "cvc": "123",
-            **overrides,
-        },
-        "billing_details": {"cardholder": "Ada Shopper"},
-    }
-
-
-def low_risk_body(clock: ManualClock, **overrides: Any) -> dict[str, Any]:
-    """The seed's body with signals a normal shopper produces (form loaded a minute ago; a
-    shopper of their own, so velocity rules stay quiet across a test's many sessions)."""
-    n = secrets.randbelow(250) + 1
-    signals = {
-        "ip_address": f"198.51.100.{n}",
-        "user_agent": "Mozilla/5.0 (test)",
-        "email": "hello@example.com",
-        "phone": f"+1555555{n:04d}",
-        "request_timestamp": clock.now_ms() - 60_000,
-        "is_authorized": True,
-        "is_admin": False,
-    }
-    body = seed_body(fraud_signals=signals, **overrides)
-    body["customer_email"] = signals["email"] = f"shopper{n}.{secrets.token_hex(3)}@example.com"
-    return body
-
-
-async def open_session(
-    client: Client, headers: dict[str, str], clock: ManualClock, **overrides: Any
-) -> tuple[str, dict[str, str]]:
-    r = await client.post(URL, json=low_risk_body(clock, **overrides), headers=headers)
-    assert r.status_code == 201, r.text
-    created = r.json()
-    return created["session_id"], {"Authorization": f"Bearer {created['client_secret']}"}
-
-
-async def events_of(redis: Redis, settings: Settings, session_id: str) -> list[Event]:
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    events = [decode_stored_event(f[b"e"]) for _, f in await redis.xrange(stream)]
-    return [e for e in events if e.session_id == session_id]
-
-
-async def charges(redis: Redis, settings: Settings) -> int:
-    return int(await redis.llen(f"{settings.key_prefix}:sim:charges"))  # type: ignore[misc]
+URL = SESSIONS_URL
+GOOD = GOOD_CARD
 
 
 async def test_config_is_sanitized_and_needs_the_sessions_own_secret(

@@ -25,6 +25,7 @@ from shared.events.stored import stored_event_json
 from shared.sessions.model import iso_ms
 from shared.sessions.store import decode_record, session_parts
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
+from tests.support.sessions import create_session_reply as create
 
 URL = "/v1/hosted-sessions"
 ENVELOPE_KEYS = {"code", "message", "recoverable", "request_id"}
@@ -183,15 +184,6 @@ async def post_raw(
     if content_type is not None:
         sent["Content-Type"] = content_type
     return await client.post(URL, content=content, headers=sent)
-
-
-async def create(
-    client: AsyncTestClient[Any], headers: dict[str, str], body: dict[str, Any]
-) -> dict[str, Any]:
-    response = await post_json(client, headers, body)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 async def fetch(

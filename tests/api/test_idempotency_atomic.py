@@ -21,16 +21,16 @@ from redis.asyncio import Redis
 
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.stored import decode_stored_event
 from shared.idempotency.service import Claim, ReplayWrite, request_fingerprint
 from shared.ids import partition_of_account
-from shared.redis.keys import Keys
 from shared.sessions.params import CreateSessionParams
 from shared.webhooks.model import CreateEndpointParams, new_delivery
 from shared.webhooks.service import WebhookService
 from shared.webhooks.store import WebhookStore
 from shared.wiring import Core, build_core
 from tests.support import ACCOUNT, seed_body
+from tests.support.events import session_events
+from tests.support.sessions import create_session as created_session
 
 Client = AsyncTestClient[Any]
 URL = "/v1/hosted-sessions"
@@ -85,17 +85,9 @@ async def stored_answer(redis: Redis, replay: ReplayWrite) -> tuple[str, int]:
     return state, status
 
 
-async def created_session(client: Client, headers: dict[str, str]) -> str:
-    r = await client.post(URL, json=seed_body(), headers=headers)
-    assert r.status_code == 201
-    session_id: str = r.json()["session_id"]
-    return session_id
-
-
 async def event_count(redis: Redis, settings: Settings, session_id: str, kind: str) -> int:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(PARTITION))
-    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
-    return sum(e.session_id == session_id and e.type == kind for e in events)
+    events = await session_events(redis, settings.key_prefix, session_id)
+    return sum(e.type == kind for e in events)
 
 
 async def test_create_stores_its_answer_with_the_session(

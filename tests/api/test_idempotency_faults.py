@@ -17,12 +17,12 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.events.stored import decode_stored_event
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
 from shared.webhooks.model import new_delivery
 from shared.webhooks.store import WebhookStore
 from tests.support import ACCOUNT, seed_body
+from tests.support.events import session_events
 
 Client = AsyncTestClient[Any]
 URL = "/v1/hosted-sessions"
@@ -36,9 +36,8 @@ def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
 
 
 async def expired_events(redis: Redis, settings: Settings, session_id: str) -> int:
-    entries = await redis.xrange(Keys(settings.key_prefix).events(PARTITION))
-    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
-    return sum(e.session_id == session_id and e.type == "hosted_session.expired" for e in events)
+    events = await session_events(redis, settings.key_prefix, session_id)
+    return sum(e.type == "hosted_session.expired" for e in events)
 
 
 async def test_create_that_hit_a_redis_fault_is_retried_at_once(

@@ -21,9 +21,11 @@ from shared.ids import partition_of_account, partition_of_session
 from shared.payments.processor import ChargeOutcome
 from shared.redis.keys import Keys
 from shared.sessions.store import decode_record, encode_record, session_parts, session_value
-from tests.api.test_checkout import URL, Client, card, open_session
 from tests.invariants import check_invariants
 from tests.support import ACCOUNT
+from tests.support.checkout import card, open_session
+from tests.support.sessions import SESSIONS_URL as URL
+from tests.support.sessions import Client
 
 
 @dataclass

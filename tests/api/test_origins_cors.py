@@ -20,21 +20,14 @@ from services.api.browser_policy import ALLOW_HEADERS, browser_route
 from services.api.lifespan import attach, build_services
 from shared.clock import ManualClock
 from shared.config import Settings
-from tests.api.test_checkout import URL, card, low_risk_body
+from tests.support.checkout import card, open_session
+from tests.support.sessions import SESSIONS_URL as URL
 
 SHOP = "https://example.com"  # the seed body's success and cancel pages
 CHECKOUT = "https://checkout.govifi.com"  # HS_PUBLIC_BASE_URL's default
 EVIL = "https://evil.example"
 EMBED = "https://shop.example.org"
 SETTINGS_URL = "/v1/account/settings"
-
-
-async def open_session(
-    client: httpx.AsyncClient, admin: dict[str, str], clock: ManualClock, **overrides: Any
-) -> tuple[str, dict[str, str]]:
-    r = await client.post(URL, json=low_risk_body(clock, **overrides), headers=admin)
-    assert r.status_code == 201, r.text
-    return r.json()["session_id"], {"Authorization": f"Bearer {r.json()['client_secret']}"}
 
 
 def preflight(origin: str, method: str = "POST") -> dict[str, str]:

@@ -14,7 +14,8 @@ from services.api.app import create_app
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.devkeys import DevKeys
-from tests.api.test_checkout import URL, low_risk_body
+from tests.support.checkout import low_risk_body
+from tests.support.sessions import SESSIONS_URL as URL
 
 ADAPTER = "tests.processors:sandbox_adapter"
 TEST_MODE_MARKS = (

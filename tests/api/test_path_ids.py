@@ -18,10 +18,10 @@ from shared.config import Settings
 from shared.redis.keys import Keys
 from shared.webhooks.model import DeliveryRecord, delivery_id_for
 from shared.webhooks.store import WebhookStore
-from tests.api.test_checkout import card, open_session
 from tests.api.test_webhook_endpoints import URL as ENDPOINTS
 from tests.api.test_webhook_endpoints import create
 from tests.support import ACCOUNT
+from tests.support.checkout import card, open_session
 
 Client = AsyncTestClient[Any]
 

@@ -14,8 +14,10 @@ from shared.config import Settings
 from shared.events.model import SessionCompleted
 from shared.ids import partition_of_account
 from shared.redis.keys import Keys
-from tests.api.test_checkout import URL, card, charges, events_of, open_session
 from tests.support import ACCOUNT
+from tests.support.checkout import card, charges, open_session
+from tests.support.events import events_of
+from tests.support.sessions import SESSIONS_URL as URL
 
 Client = AsyncTestClient[Any]
 SETTINGS_URL = "/v1/account/settings"

@@ -18,18 +18,11 @@ from services.api.app import create_app
 from services.api.lifespan import attach, build_services
 from shared.clock import ManualClock
 from shared.config import Settings
-from tests.api.test_checkout import URL, card, charges, low_risk_body
+from tests.support.checkout import card, charges, open_session
+from tests.support.sessions import SESSIONS_URL as URL
 
 DECLINE = "4000000000000002"
 Serve = Callable[..., Any]
-
-
-async def open_session(
-    client: httpx.AsyncClient, admin: dict[str, str], clock: ManualClock, **overrides: Any
-) -> tuple[str, dict[str, str]]:
-    r = await client.post(URL, json=low_risk_body(clock, **overrides), headers=admin)
-    assert r.status_code == 201, r.text
-    return r.json()["session_id"], {"Authorization": f"Bearer {r.json()['client_secret']}"}
 
 
 @pytest.fixture

@@ -12,27 +12,16 @@ from redis.asyncio import Redis
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.events.model import Event, SessionCreated, SessionUpdated
-from shared.events.stored import decode_stored_event
-from shared.ids import partition_of_account
-from shared.redis.keys import Keys
 from tests.api.conftest import ACCOUNT, OTHER_ACCOUNT, seed_body
+from tests.support.events import session_events
+from tests.support.sessions import create_session as create
 
 Client = AsyncTestClient[Any]
 URL = "/v1/hosted-sessions"
 
 
-async def create(client: Client, headers: dict[str, str], **overrides: Any) -> str:
-    r = await client.post(URL, json=seed_body(**overrides), headers=headers)
-    assert r.status_code == 201, r.text
-    session_id: str = r.json()["session_id"]
-    return session_id
-
-
 async def events_of(redis: Redis, settings: Settings, session_id: str) -> list[Event]:
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    entries = await redis.xrange(stream)
-    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
-    return [e for e in events if e.session_id == session_id]
+    return await session_events(redis, settings.key_prefix, session_id)
 
 
 async def test_merchant_view_has_the_session_and_no_secrets(

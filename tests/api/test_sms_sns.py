@@ -35,8 +35,8 @@ from tests.api.test_challenge import (
     elevated_session,
     verify,
 )
-from tests.api.test_checkout import card
 from tests.processes import api_process
+from tests.support.checkout import card
 
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

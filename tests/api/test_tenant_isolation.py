@@ -25,9 +25,11 @@ import pytest
 from shared.clock import ManualClock
 from shared.config import Settings
 from shared.ids import partition_of_account
-from tests.api.test_checkout import URL, Client, low_risk_body
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT
+from tests.support.checkout import low_risk_body
+from tests.support.sessions import SESSIONS_URL as URL
+from tests.support.sessions import Client
 
 ENVELOPE = {"code", "message", "recoverable", "request_id"}
 SAME = next(

@@ -7,7 +7,8 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from shared.clock import ManualClock
-from tests.api.test_checkout import URL, card, open_session
+from tests.support.checkout import card, open_session
+from tests.support.sessions import SESSIONS_URL as URL
 
 Client = AsyncTestClient[Any]
 

@@ -14,11 +14,11 @@ from redis import Redis as SyncRedis
 
 from shared.challenge.model import code_in
 from shared.config import Settings
-from shared.events.stored import decode_stored_event
-from shared.ids import partition_of_account, partition_of_session
+from shared.ids import partition_of_session
 from shared.redis.keys import Keys
 from tests.e2e.conftest import API_CLOCK_OFFSET_MS, Stack
 from tests.support import ACCOUNT, seed_body
+from tests.support.events import session_events_sync
 
 pytestmark = pytest.mark.e2e
 URL = "/v1/hosted-sessions"
@@ -52,10 +52,7 @@ def sync_redis(settings: Settings) -> Iterator[SyncRedis]:
 
 
 def _types(redis: SyncRedis, settings: Settings, session_id: str) -> list[str]:
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.xrange(stream)  # type: ignore[assignment]  # sync client
-    events = [decode_stored_event(fields[b"e"]) for _, fields in entries]
-    return [e.type for e in events if e.session_id == session_id]
+    return [e.type for e in session_events_sync(redis, settings.key_prefix, session_id)]
 
 
 def _create(merchant: httpx.Client, body: dict[str, Any]) -> tuple[str, dict[str, str]]:

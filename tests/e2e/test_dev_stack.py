@@ -13,22 +13,18 @@ import pytest
 from redis import Redis as SyncRedis
 
 from shared.config import Settings
-from shared.events.stored import decode_stored_event
-from shared.ids import partition_of_account
-from shared.redis.keys import Keys
 from tests.e2e.conftest import LEAD_S, Stack
 from tests.support import ACCOUNT, seed_body
+from tests.support.events import partition_stream, stream_entries_sync
 
 pytestmark = pytest.mark.e2e
 
 
 def _expired_event(redis: SyncRedis, settings: Settings, session_id: str) -> tuple[int, Any] | None:
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = redis.xrange(stream)  # type: ignore[assignment]  # sync client
-    for entry_id, fields in entries:
-        event = decode_stored_event(fields[b"e"])
+    for entry in stream_entries_sync(redis, partition_stream(settings.key_prefix)):
+        event = entry.event
         if event.session_id == session_id and event.type == "hosted_session.expired":
-            return int(entry_id.split(b"-")[0]), event
+            return entry.entry_ms, event
     return None
 
 

@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 from services.cli import main
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.stored import stored_event_json
 from shared.ids import partition_of_account
 from shared.redis.client import create_redis
 from shared.redis.keys import Keys
@@ -25,6 +24,7 @@ from shared.sessions.service import SessionService
 from shared.wiring import wire_core
 from tests.processes import child_env
 from tests.support import ACCOUNT, OTHER_ACCOUNT, seed_body
+from tests.support.events import stream_entries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CREATE = msgspec.json.decode(msgspec.json.encode(seed_body()), type=CreateSessionParams)
@@ -96,13 +96,11 @@ async def tail(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[Tail
 
 async def stored(redis: Redis, settings: Settings, session_ids: set[str]) -> list[bytes]:
     """The JSON envelopes of these sessions' events, in stream order per partition."""
-    keys = Keys(settings.key_prefix)
     out = []
-    for stream in keys.all_event_streams():
-        for _, fields in await redis.xrange(stream):
-            envelope = stored_event_json(fields[b"e"])
-            if msgspec.json.decode(envelope)["session_id"] in session_ids:
-                out.append(envelope)
+    for stream in Keys(settings.key_prefix).all_event_streams():
+        for entry in await stream_entries(redis, stream):
+            if msgspec.json.decode(entry.json)["session_id"] in session_ids:
+                out.append(entry.json)
     return out
 
 

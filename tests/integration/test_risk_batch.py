@@ -23,11 +23,12 @@ from shared.redis.keys import Keys
 from shared.risk.service import RiskService
 from shared.risk.store import RiskStore, VelocityCall, VelocitySubject
 from shared.sessions.model import Risk
-from shared.sessions.params import CreateSessionParams, UpdateSessionParams
+from shared.sessions.params import UpdateSessionParams
 from shared.sessions.service import SessionService
 from shared.sessions.store import session_parts
 from shared.wiring import wire_core
 from tests.support import ACCOUNT, T0, seed_body
+from tests.support.sessions import create_session_in_service
 
 
 @pytest.fixture
@@ -46,9 +47,9 @@ async def create(
     body = seed_body(fraud_signals=fraud)
     if fraud is not None:
         body["customer_email"] = fraud["email"]
-    created = await sessions.create(ACCOUNT, msgspec.convert(body, CreateSessionParams))
+    session_id = await create_session_in_service(sessions, body)
     clock.advance(1)
-    return created.session_id
+    return session_id
 
 
 def signals(clock: ManualClock, **overrides: Any) -> dict[str, Any]:

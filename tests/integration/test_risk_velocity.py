@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -21,9 +20,9 @@ from shared.redis.keys import Keys
 from shared.risk.rules import VELOCITY_RULES
 from shared.risk.service import RiskService, velocity_digest
 from shared.risk.store import RiskStore, VelocitySubject
-from shared.sessions.params import CreateSessionParams
 from shared.sessions.service import SessionService
 from tests.support import ACCOUNT, OTHER_ACCOUNT, T0, seed_body
+from tests.support.sessions import create_session_in_service
 
 WINDOW_MS = 600_000
 IP = "198.51.100.77"
@@ -131,9 +130,7 @@ async def create(
 ) -> str:
     fraud = signals(clock, **overrides)
     body = seed_body(customer_email=fraud["email"], fraud_signals=fraud)
-    params = msgspec.convert(body, CreateSessionParams)
-    created = await sessions.create(account, params)
-    return created.session_id
+    return await create_session_in_service(sessions, body, account)
 
 
 async def test_ip_velocity_hits_from_the_sixth_session_in_ten_minutes(

@@ -15,12 +15,12 @@ from shared.checkout.model import ChargeHold, ResolvedMethod
 from shared.checkout.store import CheckoutStore
 from shared.clock import ManualClock
 from shared.config import Settings
-from shared.events.stored import decode_stored_event
-from shared.ids import partition_of_account
 from shared.payments.processor import ChargeRequest, SimulatedProcessor
 from shared.payments.store import SimulatorLedger
 from shared.redis.keys import Keys
-from tests.support import ACCOUNT, eventually, seed_body
+from tests.support import eventually
+from tests.support.events import session_events
+from tests.support.sessions import create_session
 from workers.main import run_workers
 
 URL = "/v1/hosted-sessions"
@@ -65,22 +65,16 @@ async def test_stale_hold_is_settled_by_the_processors_record(
     charged: bool,
     final: str,
 ) -> None:
-    r = await client.post(URL, json=seed_body(expires_in_seconds=300), headers=admin_headers)
-    session_id = r.json()["session_id"]
+    session_id = await create_session(client, admin_headers, expires_in_seconds=300)
     await _crash_mid_charge(redis, settings, session_id, charged=charged)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_workers(settings, ["expiry"], stop))
     try:
 
         async def terminal_events() -> list[str]:
-            stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-            events = [decode_stored_event(f[b"e"]) for _, f in await redis.xrange(stream)]
-            return [
-                e.type
-                for e in events
-                if e.session_id == session_id
-                and e.type in ("hosted_session.completed", "hosted_session.expired")
-            ]
+            events = await session_events(redis, settings.key_prefix, session_id)
+            terminal = ("hosted_session.completed", "hosted_session.expired")
+            return [e.type for e in events if e.type in terminal]
 
         # Due in LEAD_S: the charge's record decides, not the clock.
         got = await eventually(terminal_events, bool, LEAD_S + 8)

@@ -14,10 +14,8 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.events.model import SessionExpiredEvent
-from shared.events.stored import decode_stored_event
-from shared.ids import partition_of_account
-from shared.redis.keys import Keys
-from tests.support import ACCOUNT, eventually, seed_body
+from tests.support import eventually, seed_body
+from tests.support.events import partition_stream, stream_entries
 from workers.main import run_workers
 
 URL = "/v1/hosted-sessions"
@@ -45,15 +43,13 @@ async def worker(settings: Settings) -> AsyncIterator[RunWorker]:
 
 async def expired_events(redis: Redis, settings: Settings) -> dict[str, tuple[int, int]]:
     """session id -> (stream entry ms, expires_at ms) of each expired event."""
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
     out = {}
-    for entry_id, fields in await redis.xrange(stream):
-        event = decode_stored_event(fields[b"e"])
+    for entry in await stream_entries(redis, partition_stream(settings.key_prefix)):
+        event = entry.event
         if event.type == "hosted_session.expired":
             assert isinstance(event, SessionExpiredEvent)
-            written_ms = int(entry_id.split(b"-")[0])
             assert event.session_id not in out, "expired twice"
-            out[event.session_id] = (written_ms, iso_to_ms(event.data.object.expires_at))
+            out[event.session_id] = (entry.entry_ms, iso_to_ms(event.data.object.expires_at))
     return out
 
 

@@ -26,7 +26,7 @@ from shared.clock import ManualClock
 from shared.config import Settings
 from shared.crypto import DataCipher
 from shared.events.model import SessionRiskScored
-from shared.events.stored import decode_stored_event, stored_event_json
+from shared.events.stored import decode_stored_event
 from shared.ids import PARTITIONS, partition_of_account
 from shared.redis.client import create_redis
 from shared.redis.jobs import FRAUD_QUEUE
@@ -36,6 +36,8 @@ from shared.sessions.params import CreateSessionParams
 from shared.wiring import wire_core
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT, OTHER_ACCOUNT, eventually, seed_body
+from tests.support.events import account_events, partition_stream, stream_entries
+from tests.support.sessions import create_session
 from workers.fraud import CONSUMER_GROUP
 from workers.main import run_workers
 
@@ -77,20 +79,13 @@ def signals(now_ms: int, **overrides: Any) -> dict[str, Any]:
 
 async def create(client: Client, headers: dict[str, str], fraud: dict[str, Any] | None) -> str:
     email = fraud["email"] if fraud and fraud.get("email") else "buyer@example.com"
-    r = await client.post(
-        URL, json=seed_body(customer_email=email, fraud_signals=fraud), headers=headers
-    )
-    assert r.status_code == 201, r.text
-    session_id: str = r.json()["session_id"]
-    return session_id
+    return await create_session(client, headers, customer_email=email, fraud_signals=fraud)
 
 
 async def risk_events(redis: Redis, settings: Settings, account: str = ACCOUNT) -> Counter[str]:
     """session id -> number of risk_scored events in the account's partition stream."""
-    stream = Keys(settings.key_prefix).events(partition_of_account(account))
     counts: Counter[str] = Counter()
-    for _, fields in await redis.xrange(stream):
-        event = decode_stored_event(fields[b"e"])
+    for event in await account_events(redis, settings.key_prefix, account):
         if isinstance(event, SessionRiskScored):
             counts[event.session_id] += 1
     return counts
@@ -101,9 +96,8 @@ async def all_risk_events(redis: Redis, settings: Settings) -> Counter[str]:
     keys = Keys(settings.key_prefix)
     counts: Counter[str] = Counter()
     for partition in range(PARTITIONS):
-        for _, fields in await redis.xrange(keys.events(partition)):
-            event = decode_stored_event(fields[b"e"])
-            if isinstance(event, SessionRiskScored):
+        for entry in await stream_entries(redis, keys.events(partition)):
+            if isinstance(event := entry.event, SessionRiskScored):
                 counts[event.session_id] += 1
     return counts
 
@@ -112,12 +106,11 @@ async def scored_event(
     redis: Redis, settings: Settings, session_id: str
 ) -> tuple[SessionRiskScored, bytes]:
     """The session's one risk_scored event, decoded and as JSON."""
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
+    stream = partition_stream(settings.key_prefix)
     found = [
-        (event, stored_event_json(fields[b"e"]))
-        for _, fields in await redis.xrange(stream)
-        if isinstance(event := decode_stored_event(fields[b"e"]), SessionRiskScored)
-        and event.session_id == session_id
+        (event, entry.json)
+        for entry in await stream_entries(redis, stream)
+        if isinstance(event := entry.event, SessionRiskScored) and event.session_id == session_id
     ]
     assert len(found) == 1, found
     return found[0]

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from services.api.app import create_app
 from shared.clock import ManualClock, SystemClock
 from shared.config import Settings
-from shared.events.stored import decode_stored_event, read_stored_event, stored_event_json
+from shared.events.stored import read_stored_event
 from shared.ids import partition_of_account
 from shared.redis.jobs import JobQueue, webhook_job_id
 from shared.redis.keys import Keys
@@ -37,6 +37,7 @@ from shared.webhooks.service import WebhookDispatcher
 from shared.webhooks.store import WebhookStore
 from tests.processes import start_worker, stop
 from tests.support import ACCOUNT, eventually, seed_body
+from tests.support.events import partition_stream, stream_entries
 from workers.main import run_workers
 
 SESSIONS = "/v1/hosted-sessions"
@@ -289,12 +290,8 @@ def merchant(client: AsyncTestClient[Any], admin_headers: dict[str, str]) -> Mer
 
 async def stream_bodies(redis: Redis, settings: Settings) -> dict[str, bytes]:
     """event id -> the exact JSON envelope stored in the account's partition stream."""
-    stream = Keys(settings.key_prefix).events(partition_of_account(ACCOUNT))
-    out = {}
-    for _, fields in await redis.xrange(stream):
-        envelope = stored_event_json(fields[b"e"])
-        out[decode_stored_event(fields[b"e"]).id] = envelope
-    return out
+    entries = await stream_entries(redis, partition_stream(settings.key_prefix))
+    return {entry.event.id: entry.json for entry in entries}
 
 
 async def settled(merchant: Merchant, endpoint_id: str, count: int) -> list[dict[str, Any]]:
