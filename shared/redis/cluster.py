@@ -21,12 +21,22 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import ScriptTextT
 
-from shared.redis.multiplex import Arg, MultiplexedRedis, MultiplexedScript, _seen
+from shared.redis.multiplex import (
+    Arg,
+    MultiplexedRedis,
+    MultiplexedScript,
+    _RoutedScript,
+    _seen,
+    routed_execute,
+)
 
 SLOTS = 16384
 # A redirect loop (a map that keeps pointing elsewhere) ends here rather than at the deadline.
@@ -114,7 +124,7 @@ class ClusterMultiplexedRedis:
         return list(seen)
 
     def register_script(self, source: str) -> MultiplexedScript:
-        return MultiplexedScript(self, source)  # type: ignore[arg-type]  # duck-typed: needs execute() only
+        return MultiplexedScript(self, source)
 
     def _node(self, address: Address) -> MultiplexedRedis:
         node = self._nodes.get(address)
@@ -276,3 +286,49 @@ class ClusterMultiplexedRedis:
         nodes, self._nodes = self._nodes, {}
         for node in nodes.values():
             await node.aclose()
+
+
+class ClusterScriptRoutingRedis(RedisCluster):
+    """redis-py's cluster client, with every registered script and simple command
+    (`_MULTIPLEXABLE`) over the per-primary auto-pipelined connections; pipelines and blocking
+    reads stay on redis-py's own cluster connections. The cluster twin of ScriptRoutingRedis:
+    stores take it wherever they take a client."""
+
+    def __init__(self, *, mux: ClusterMultiplexedRedis, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mux = mux
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await routed_execute(self.mux, self, super().execute_command, args, options)
+
+    # redis-py's stub says Script (the sync class); the asyncio client returns AsyncScript.
+    def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
+        text = script.decode() if isinstance(script, bytes) else str(script)
+        return _RoutedScript(self, text, self.mux)
+
+    async def aclose(self) -> None:
+        await self.mux.aclose()
+        await super().aclose()
+
+
+def create_cluster_client(
+    url: str, *, client_name: str, timeout_s: float, connect_timeout_s: float
+) -> ClusterScriptRoutingRedis:
+    """The data store on a cluster (`redis+cluster://host:port,...`): the same deadlines as
+    the single server's client, on redis-py's connections and on the multiplexed ones."""
+    seeds, username, password = parse_cluster_url(url)
+    # redis-py's command mixins declare a `connection_pool` the cluster client has no use for.
+    return ClusterScriptRoutingRedis(  # type: ignore[abstract]
+        mux=ClusterMultiplexedRedis(
+            url,
+            client_name=f"{client_name}-mux",
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        ),
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        username=username,
+        password=password,
+        client_name=client_name,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+    )

@@ -16,12 +16,25 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis.cluster import ClusterMultiplexedRedis, command_key, parse_cluster_url, slot_of
+from shared.clock import SystemClock
+from shared.config import Settings
+from shared.redis.client import create_redis
+from shared.redis.cluster import (
+    ClusterMultiplexedRedis,
+    ClusterScriptRoutingRedis,
+    command_key,
+    parse_cluster_url,
+    slot_of,
+)
 from shared.redis.embedded import find_redis_server
+from shared.sessions.params import CreateSessionParams, UpdateSessionParams
+from shared.wiring import build_domain
+from tests.support import seed_body
 
 
 def _bindable(port: int) -> bool:
@@ -269,3 +282,29 @@ def test_cluster_binary_present() -> None:
     server = find_redis_server()
     assert os.access(server, os.X_OK)
     assert Path(server).with_name("redis-cli").exists() or shutil.which("redis-cli")
+
+
+async def test_the_session_store_runs_on_the_cluster(
+    cluster: LocalCluster, settings: Settings
+) -> None:
+    """The domain's session path (create with its event, read, update) through redis-py's
+    cluster client with the multiplexed connections underneath."""
+    cluster_settings = msgspec.structs.replace(settings, redis_url=cluster.url)
+    redis = create_redis(cluster_settings, client_name="hs-test", multiplex_scripts=True)
+    assert isinstance(redis, ClusterScriptRoutingRedis)
+    try:
+        domain = build_domain(cluster_settings, redis, SystemClock())
+        params = msgspec.json.decode(msgspec.json.encode(seed_body()), type=CreateSessionParams)
+        accounts = [f"acct_cluster{i:03d}" for i in range(12)]
+        created = [await domain.sessions.create(account, params) for account in accounts]
+        for account, session in zip(accounts, created, strict=True):
+            view = await domain.sessions.get(account, session.session_id)
+            assert view.id == session.session_id
+            await domain.sessions.update(
+                account, session.session_id, UpdateSessionParams(description="on a cluster")
+            )
+            assert (await domain.sessions.get(account, session.session_id)).description == (
+                "on a cluster"
+            )
+    finally:
+        await redis.aclose()
