@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.redis.cluster import create_cluster_client
 from shared.redis.multiplex import MultiplexedRedis, ScriptRoutingRedis
 
 _CONNECT_TIMEOUT_S = 2.0
@@ -83,6 +84,15 @@ def create_redis(
     each. Only over redis:// and unix:// (TLS stays on the pool alone)."""
     timeout_s = settings.redis_timeout_seconds
     connect_timeout_s = min(_CONNECT_TIMEOUT_S, timeout_s)
+    if settings.redis_url.startswith("redis+cluster://"):
+        # A cluster: redis-py's cluster client, with the multiplexed connections per primary
+        # (shared/redis/cluster.py) for scripts and simple commands.
+        return create_cluster_client(  # type: ignore[return-value]  # a Redis in all but name: the same command methods
+            settings.redis_url,
+            client_name=client_name,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+        )
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,

@@ -20,8 +20,8 @@ import asyncio
 import collections
 import hashlib
 import inspect
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
@@ -39,6 +39,15 @@ Arg = str | bytes | int | float
 _RETRIES = 2  # as the pooled client: a lost connection is retried twice, with a backoff,
 # within the command's deadline; a timeout is not retried (see `MultiplexedRedis.execute`)
 _BACKOFF_SECONDS = 0.05
+
+
+class Muxed(Protocol):
+    """An auto-pipelined connection: one server's (MultiplexedRedis) or a cluster's
+    (shared/redis/cluster.py)."""
+
+    async def execute(self, *args: Arg) -> Any: ...
+
+    def register_script(self, source: str) -> MultiplexedScript: ...
 
 
 def _pack(args: Sequence[Arg]) -> bytes:
@@ -289,7 +298,7 @@ class MultiplexedRedis:
 class MultiplexedScript:
     """A Lua script called by its SHA1, loaded on first use or after a SCRIPT FLUSH."""
 
-    def __init__(self, redis: MultiplexedRedis, source: str) -> None:
+    def __init__(self, redis: Muxed, source: str) -> None:
         self._redis = redis
         self._source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -306,7 +315,7 @@ class _RoutedScript(AsyncScript):
     """redis-py's script object, except that a direct call (no pipeline given) goes through
     the multiplexed connection; inside a pipeline it is queued as redis-py queues it."""
 
-    def __init__(self, registered_client: Redis, script: str, mux: MultiplexedRedis) -> None:
+    def __init__(self, registered_client: Any, script: str, mux: Muxed) -> None:
         super().__init__(registered_client, script)
         self._mux_script = mux.register_script(script)
 
@@ -342,6 +351,36 @@ _MULTIPLEXABLE = frozenset(
 )  # fmt: skip
 
 
+async def routed_execute(
+    mux: Muxed,
+    client: Any,
+    pooled: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+) -> Any:
+    """A redis-py client's `execute_command`: a command of `_MULTIPLEXABLE` through `mux`,
+    its reply through the client's response callback as on the pool; any other command, or
+    arguments hiredis cannot pack, through `pooled` (the client's own execute_command)."""
+    name = args[0]
+    if name not in _MULTIPLEXABLE or NEVER_DECODE in options:
+        return await pooled(*args, **options)
+    try:
+        reply = await mux.execute(*args)
+    except ResponseError:
+        if EMPTY_RESPONSE in options:
+            return options[EMPTY_RESPONSE]
+        raise
+    except TypeError:  # an argument type hiredis does not pack: redis-py's own encoder
+        return await pooled(*args, **options)
+    options.pop(EMPTY_RESPONSE, None)
+    options.pop("keys", None)  # only for redis-py's client-side cache
+    callback = client.response_callbacks.get(name)
+    if callback is None:
+        return reply
+    result = callback(reply, **options)
+    return await result if inspect.isawaitable(result) else result
+
+
 class ScriptRoutingRedis(Redis):
     """The pooled redis-py client, with every registered Lua script (a session write, a
     session read, a rate-limit step) and every simple command of `_MULTIPLEXABLE` pipelined
@@ -354,24 +393,7 @@ class ScriptRoutingRedis(Redis):
         self.mux = mux
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = args[0]
-        if name not in _MULTIPLEXABLE or NEVER_DECODE in options:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        try:
-            reply = await self.mux.execute(*args)
-        except ResponseError:
-            if EMPTY_RESPONSE in options:
-                return options[EMPTY_RESPONSE]
-            raise
-        except TypeError:  # an argument type hiredis does not pack: redis-py's own encoder
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        options.pop(EMPTY_RESPONSE, None)
-        options.pop("keys", None)  # only for redis-py's client-side cache
-        callback = self.response_callbacks.get(name)
-        if callback is None:
-            return reply
-        result = callback(reply, **options)
-        return await result if inspect.isawaitable(result) else result
+        return await routed_execute(self.mux, self, super().execute_command, args, options)
 
     # redis-py's stub says Script (the sync class); the asyncio client returns AsyncScript.
     def register_script(self, script: ScriptTextT) -> AsyncScript:  # type: ignore[override]
