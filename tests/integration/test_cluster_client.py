@@ -33,7 +33,7 @@ from shared.redis.cluster import (
 )
 from shared.redis.embedded import find_redis_server
 from shared.sessions.params import CreateSessionParams, UpdateSessionParams
-from shared.wiring import build_domain
+from shared.wiring import wire_core
 from tests.support import seed_body
 
 
@@ -293,7 +293,7 @@ async def test_the_session_store_runs_on_the_cluster(
     redis = create_redis(cluster_settings, client_name="hs-test", multiplex_scripts=True)
     assert isinstance(redis, ClusterScriptRoutingRedis)
     try:
-        domain = build_domain(cluster_settings, redis, SystemClock())
+        domain = wire_core(cluster_settings, redis, SystemClock())
         params = msgspec.json.decode(msgspec.json.encode(seed_body()), type=CreateSessionParams)
         accounts = [f"acct_cluster{i:03d}" for i in range(12)]
         created = [await domain.sessions.create(account, params) for account in accounts]
