@@ -18,16 +18,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
-from aiobotocore.session import get_session
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 from redis.asyncio import Redis
 
 from shared.challenge.model import ChallengeLimits, mask_phone
@@ -66,6 +56,10 @@ _TRANSIENT_CODES = frozenset(
 def aws_region() -> str | None:
     """The region as the AWS SDKs resolve it: AWS_REGION (which botocore alone does not read),
     then AWS_DEFAULT_REGION and the profile's `region`."""
+    # AWS's SDK is imported where used: it costs about a second of start-up to every process,
+    # and only an API with HS_SMS_SENDER=sns (or check-config) needs it.
+    from aiobotocore.session import get_session
+
     region = os.environ.get("AWS_REGION") or get_session().get_config_variable("region")
     return str(region) if region else None
 
@@ -166,6 +160,9 @@ class SnsSmsSender:
 
     async def start(self) -> None:
         """Create the SNS client (reads the region; credentials resolve on first use)."""
+        from aiobotocore.session import get_session
+        from botocore.config import Config
+
         async with self._opening:
             if self._client is not None:
                 return
@@ -194,6 +191,15 @@ class SnsSmsSender:
 
     async def send(self, phone: str, text: str, *, reference: str = "") -> None:
         """Publish `text` to `phone` (E.164), retrying transient failures within the budget."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+
         if E164.fullmatch(phone) is None:
             raise SmsRejected("not an E.164 number")
         if self._client is None:
